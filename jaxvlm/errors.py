@@ -1,0 +1,77 @@
+"""Errors raised on bad user input.
+
+Every error is a ``ValueError`` subclass whose message names the offending field (or file, or
+tensor), the value that was found and what was expected, so that a user can fix the input
+without reading the code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class JaxVLMError(ValueError):
+  """Base class of every input error raised by jaxvlm."""
+
+
+def _fmt(field: str, value: Any, expected: str) -> str:
+  return f"{field}: got {value!r}, expected {expected}"
+
+
+class ConfigError(JaxVLMError):
+  """A configuration field has a bad value (or an unknown key)."""
+
+  def __init__(self, field: str, value: Any, expected: str):
+    super().__init__(_fmt(field, value, expected))
+    self.field, self.value, self.expected = field, value, expected
+
+
+class CheckpointError(JaxVLMError):
+  """A checkpoint folder or file is missing, incomplete or does not match the model."""
+
+
+class MissingFileError(CheckpointError):
+  """A required file (config.json, safetensors shard, index) is absent."""
+
+  def __init__(self, path: str, what: str):
+    super().__init__(f"{what}: file {path!r} does not exist")
+    self.path = path
+
+
+class UnknownModelTypeError(ConfigError):
+  """config.json names a ``model_type`` no registered family handles."""
+
+  def __init__(self, model_type: Any, known: list[str]):
+    super().__init__("model_type", model_type, f"one of {sorted(known)}")
+
+
+class TensorShapeError(CheckpointError):
+  """A checkpoint tensor's shape differs from the one the config implies."""
+
+  def __init__(self, name: str, got: tuple, expected: tuple, source: str = ""):
+    where = f" in {source}" if source else ""
+    super().__init__(f"tensor {name!r}{where}: shape {tuple(got)} does not match the config's "
+                     f"expected shape {tuple(expected)}")
+    self.name, self.got, self.expected = name, tuple(got), tuple(expected)
+
+
+class UnusedTensorError(CheckpointError):
+  """Checkpoint tensors no parameter consumed (or parameters no tensor filled)."""
+
+  def __init__(self, unused: list[str], missing: list[str], source: str = ""):
+    parts = []
+    if unused:
+      parts.append(f"{len(unused)} tensor(s) not consumed by the model: {sorted(unused)[:10]}")
+    if missing:
+      parts.append(f"{len(missing)} parameter(s) not found in the checkpoint: {sorted(missing)[:10]}")
+    where = f"{source}: " if source else ""
+    super().__init__(where + "; ".join(parts))
+    self.unused, self.missing = sorted(unused), sorted(missing)
+
+
+class ShapeError(JaxVLMError):
+  """An input array has a shape or count inconsistent with another input."""
+
+  def __init__(self, field: str, value: Any, expected: str):
+    super().__init__(_fmt(field, value, expected))
+    self.field, self.value, self.expected = field, value, expected

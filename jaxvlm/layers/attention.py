@@ -1,0 +1,114 @@
+"""Attention core, masks and the KV cache.
+
+``attention(q, k, v, mask, implementation=...)`` takes ``q [B, Sq, Hq, D]`` and
+``k, v [B, Sk, Hkv, D]`` (grouped-query: ``Hq % Hkv == 0``) and a boolean ``mask`` broadcastable to
+``[B, Hq, Sq, Sk]`` (True = may attend). ``implementation``:
+
+* ``"xla"``: explicit einsum + float32 softmax; the only one that can return probabilities.
+* ``"cudnn"``: ``jax.nn.dot_product_attention(implementation="cudnn")`` (GPU, bf16/fp16).
+* ``"auto"``: ``jax.nn.dot_product_attention`` with XLA's own choice.
+
+Rows whose keys are all masked (left padding) get a uniform distribution over their (masked)
+keys, as in ``transformers``; their outputs are never used.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from jaxvlm.errors import ConfigError
+
+IMPLEMENTATIONS = ("xla", "cudnn", "auto")
+
+# attention_fn(q, k, v, mask, layer_idx) -> out: replaces the core (sparse attention, methods).
+AttentionFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array | None, int], jax.Array]
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, *,
+              implementation: str = "xla", scale: float | None = None,
+              return_probs: bool = False) -> tuple[jax.Array, jax.Array | None]:
+  """Scaled dot-product attention; returns (out ``[B, Sq, Hq, D]``, probs ``[B, Hq, Sq, Sk]``|None)."""
+  b, sq, hq, d = q.shape
+  hkv = k.shape[2]
+  if hq % hkv:
+    raise ConfigError("num_key_value_heads", hkv, f"a divisor of num_attention_heads={hq}")
+  scale = d ** -0.5 if scale is None else scale
+  if implementation not in IMPLEMENTATIONS:
+    raise ConfigError("attention_impl", implementation, f"one of {IMPLEMENTATIONS}")
+  if implementation != "xla" and not return_probs:
+    if mask is not None:
+      mask = jnp.broadcast_to(mask, (b, mask.shape[1], sq, k.shape[1]))
+    impl = "cudnn" if implementation == "cudnn" else None
+    out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, implementation=impl)
+    return out, None
+  g = hq // hkv
+  qg = q.reshape(b, sq, hkv, g, d)
+  scores = jnp.einsum("bqhgd,bkhd->bhgqk", qg, k, preferred_element_type=jnp.float32) * scale
+  if mask is not None:
+    m = jnp.broadcast_to(mask, (b, mask.shape[1], sq, k.shape[1]))
+    m = m.reshape(b, hkv, g, sq, k.shape[1]) if m.shape[1] == hq else m[:, :, None]
+    scores = jnp.where(m, scores, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(scores, axis=-1)
+  out = jnp.einsum("bhgqk,bkhd->bqhgd", probs.astype(v.dtype), v).reshape(b, sq, hq, d)
+  return out, (probs.reshape(b, hq, sq, k.shape[1]) if return_probs else None)
+
+
+def make_mask(query_slots: jax.Array, key_slots: jax.Array, key_valid: jax.Array | None, *,
+              causal: bool, sliding_window: int | None = None) -> jax.Array:
+  """Boolean mask ``[B, 1, Sq, Sk]`` from slot indices (``[Sq]``/``[Sk]``) and key validity ``[B, Sk]``."""
+  allowed = jnp.ones((query_slots.shape[0], key_slots.shape[0]), bool)
+  diff = query_slots[:, None] - key_slots[None, :]
+  if causal:
+    allowed &= diff >= 0
+  if sliding_window is not None:
+    allowed &= diff < sliding_window
+  mask = allowed[None, None]
+  if key_valid is not None:
+    mask = mask & key_valid[:, None, None, :].astype(bool)
+  return mask
+
+
+@flax.struct.dataclass
+class KVCache:
+  """Preallocated per-layer keys/values ``[B, S_max, Hkv, D]``.
+
+  ``key_valid [B, S_max]`` marks slots holding real (non-pad) tokens; ``index`` is the next slot.
+  """
+
+  k: tuple[jax.Array, ...]
+  v: tuple[jax.Array, ...]
+  key_valid: jax.Array
+  index: jax.Array
+
+  @classmethod
+  def init(cls, num_layers: int, batch: int, max_len: int, num_kv_heads: int, head_dim: int,
+           dtype=jnp.float32) -> "KVCache":
+    zeros = lambda: jnp.zeros((batch, max_len, num_kv_heads, head_dim), dtype)
+    return cls(k=tuple(zeros() for _ in range(num_layers)),
+               v=tuple(zeros() for _ in range(num_layers)),
+               key_valid=jnp.zeros((batch, max_len), bool), index=jnp.zeros((), jnp.int32))
+
+  @property
+  def max_len(self) -> int:
+    return self.key_valid.shape[1]
+
+  def with_new_tokens(self, valid: jax.Array) -> "KVCache":
+    """Marks the next ``valid.shape[1]`` slots with validity ``valid [B, S]`` (before the layers run)."""
+    key_valid = jax.lax.dynamic_update_slice(self.key_valid, valid.astype(bool), (0, self.index))
+    return self.replace(key_valid=key_valid)
+
+  def update_layer(self, layer: int, k: jax.Array, v: jax.Array) -> tuple["KVCache", jax.Array, jax.Array]:
+    """Writes ``k, v [B, S, Hkv, D]`` at ``index`` for ``layer``; returns full-length k, v."""
+    start = (0, self.index, 0, 0)
+    k_all = jax.lax.dynamic_update_slice(self.k[layer], k.astype(self.k[layer].dtype), start)
+    v_all = jax.lax.dynamic_update_slice(self.v[layer], v.astype(self.v[layer].dtype), start)
+    ks = self.k[:layer] + (k_all,) + self.k[layer + 1:]
+    vs = self.v[:layer] + (v_all,) + self.v[layer + 1:]
+    return self.replace(k=ks, v=vs), k_all, v_all
+
+  def advance(self, n: int) -> "KVCache":
+    return self.replace(index=self.index + n)

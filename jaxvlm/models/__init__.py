@@ -1,0 +1,15 @@
+"""Model families and the HF-folder loader (``load_pretrained``, ``from_config``, ``save_pretrained``)."""
+
+from jaxvlm.models.registry import (
+    FAMILIES,
+    Family,
+    config_from_hf,
+    from_config,
+    get_family,
+    load_pretrained,
+    register_family,
+    save_pretrained,
+)
+
+__all__ = ["FAMILIES", "Family", "config_from_hf", "from_config", "get_family", "load_pretrained",
+           "register_family", "save_pretrained"]

@@ -1,0 +1,74 @@
+"""``jaxvlm run``: loads a config, runs its experiment, writes outputs under a run folder.
+
+The config's ``experiment`` field names a script ``experiments/<experiment>.py`` whose
+``main(config, workdir) -> dict`` does the work and writes ``metrics.json`` and ``report.md``
+into ``workdir``. Overrides come as ``--config.a.b=value``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+
+from jaxvlm import config as config_lib
+from jaxvlm.errors import ConfigError
+
+ACCEPTS_EXTRA_ARGS = True
+DEFAULT_CONFIG = "configs/sft.py:tiny"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--config", default=DEFAULT_CONFIG,
+                      help=f"config file and preset, path[:preset] (default {DEFAULT_CONFIG})")
+  parser.add_argument("--workdir", default=None,
+                      help="run folder (default runs/<experiment>-<timestamp>)")
+  parser.epilog = "Override any config key with --config.KEY=VALUE (e.g. --config.train.steps=10)."
+
+
+def load_experiment(name: str):
+  """Imports ``experiments/<name>.py`` from the repository and returns its ``main``."""
+  path = config_lib.REPO_ROOT / "experiments" / f"{name}.py"
+  if not path.exists():
+    known = sorted(p.stem for p in path.parent.glob("*.py") if not p.stem.startswith("_"))
+    raise ConfigError("experiment", name, f"one of {known}")
+  spec = importlib.util.spec_from_file_location(f"jaxvlm_experiment_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.main
+
+
+def run_config(spec: str, overrides=(), workdir: str | None = None) -> tuple[str, dict]:
+  """Runs the experiment of config ``spec``; returns (workdir, summary)."""
+  cfg = config_lib.load_config(spec, overrides)
+  if "experiment" not in cfg:
+    raise ConfigError("experiment", None, "a config field naming a script in experiments/")
+  workdir = workdir or config_lib.default_workdir(cfg.experiment)
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump(cfg.to_dict(), f, indent=2, default=str)
+  print(f"[jaxvlm] run folder: {os.path.abspath(workdir)}", flush=True)
+  summary = load_experiment(cfg.experiment)(cfg, workdir)
+  return workdir, summary
+
+
+def main(args: argparse.Namespace) -> int:
+  bad = [a for a in args.extra if not a.startswith("--config.")]
+  if bad:
+    raise ConfigError("arguments", bad, "--config.KEY=VALUE overrides only")
+  workdir, summary = run_config(args.config, args.extra, args.workdir)
+  print(json.dumps(summary, indent=2, default=str))
+  print(f"[jaxvlm] outputs written to {os.path.abspath(workdir)}", flush=True)
+  return 0
+
+
+def experiment_entrypoint(main_fn, default_config: str) -> None:
+  """``python experiments/X.py [--config path:preset] [--workdir D] [--config.k=v ...]``."""
+  parser = argparse.ArgumentParser()
+  add_arguments(parser)
+  parser.set_defaults(config=default_config)
+  args, extra = parser.parse_known_args(sys.argv[1:])
+  args.extra = extra
+  sys.exit(main(args))
