@@ -225,3 +225,9 @@ def _dream_jit(logits_fn, params, prompt, rng, state, *, steps, gen_length, alg,
   counts = jnp.zeros((steps, batch), jnp.int32)
   x, counts, state = jax.lax.fori_loop(0, steps, body, (x, counts, state))
   return DiffusionOutput(x, counts, state)
+
+
+def model_logits_fn(graphdef: Any, **call_kwargs) -> LogitsFn:
+  """Stateless logits function of an nnx model given as ``nnx.split(model)`` -> (graphdef, params)."""
+  from flax import nnx
+  return stateless(lambda params, tokens: nnx.merge(graphdef, params)(tokens, **call_kwargs).logits)
