@@ -71,6 +71,8 @@ class LlamaConfig:
     if self.layer_types is not None and len(self.layer_types) != self.num_hidden_layers:
       raise ConfigError("layer_types", self.layer_types,
                         f"{self.num_hidden_layers} entries (one per layer)")
+    inv_frequencies(self.head_dim, self.rope_theta, self.rope_scaling_dict,
+                    self.partial_rotary_factor)  # validates rope_scaling early
 
   @property
   def rope_scaling_dict(self) -> dict[str, Any] | None:

@@ -1,0 +1,143 @@
+"""Autoregressive generation: one jit-compiled prefill + ``while_loop`` decode over a KV cache.
+
+Works for any model with ``init_cache(batch, max_len)`` and the decoder call signature
+(``input_ids | inputs_embeds, attention_mask, cache, logits_to_keep``). Multimodal models may
+define ``prefill_inputs(input_ids, attention_mask, **kwargs) -> (call_kwargs, decode_kwargs)``:
+the first dict is passed to the prefill call (e.g. ``inputs_embeds`` with merged visual features,
+position tables), the second to every decode call (e.g. M-RoPE ``rope_deltas``). The returned
+``sequences`` always hold the prompt ids followed by the generated ids.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxvlm.errors import ConfigError, ShapeError
+
+
+@flax.struct.dataclass
+class GenerateOutput:
+  """``sequences [B, P + max_new_tokens]`` = prompt + generated ids (``pad_token_id`` after EOS);
+  ``num_generated [B]`` counts generated tokens up to and including EOS."""
+
+  sequences: jax.Array
+  num_generated: jax.Array
+  prompt_length: int = flax.struct.field(pytree_node=False, default=0)
+
+  @property
+  def new_tokens(self) -> jax.Array:
+    return self.sequences[:, self.prompt_length:]
+
+
+def sample_logits(logits: jax.Array, rng: jax.Array, *, temperature: float = 0.0, top_k: int = 0,
+                  top_p: float = 1.0) -> jax.Array:
+  """Greedy (``temperature == 0``) or temperature / top-k / top-p sampling from ``logits [B, V]``."""
+  if temperature == 0.0:
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  logits = logits.astype(jnp.float32) / temperature
+  neg = jnp.finfo(jnp.float32).min
+  if top_k > 0:
+    kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
+    logits = jnp.where(logits < kth, neg, logits)
+  if top_p < 1.0:
+    order = jnp.argsort(-logits, axis=-1)
+    sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
+    probs = jax.nn.softmax(sorted_logits, axis=-1)
+    # drop a token when the mass strictly before it already exceeds top_p (keeps >= 1 token)
+    drop_sorted = (jnp.cumsum(probs, axis=-1) - probs) > top_p
+    drop = jnp.zeros_like(drop_sorted).at[jnp.arange(logits.shape[0])[:, None], order].set(
+        drop_sorted)
+    logits = jnp.where(drop, neg, logits)
+  return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+
+
+def _validate(input_ids, attention_mask, max_new_tokens, temperature, top_k, top_p):
+  if input_ids.ndim != 2:
+    raise ShapeError("input_ids", tuple(input_ids.shape), "a [batch, length] array")
+  if attention_mask is not None and attention_mask.shape != input_ids.shape:
+    raise ShapeError("attention_mask", tuple(attention_mask.shape),
+                     f"the shape of input_ids {tuple(input_ids.shape)}")
+  if max_new_tokens < 1:
+    raise ConfigError("max_new_tokens", max_new_tokens, "an integer >= 1")
+  if temperature < 0:
+    raise ConfigError("temperature", temperature, "a value >= 0")
+  if top_k < 0:
+    raise ConfigError("top_k", top_k, "an integer >= 0 (0 = off)")
+  if not 0.0 < top_p <= 1.0:
+    raise ConfigError("top_p", top_p, "a value in (0, 1]")
+
+
+def generate(model: nnx.Module, input_ids, attention_mask=None, max_new_tokens: int = 32, *,
+             temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
+             eos_token_id: int | list[int] | None = None, pad_token_id: int = 0,
+             rng: jax.Array | None = None, **model_kwargs) -> GenerateOutput:
+  """Generates up to ``max_new_tokens`` tokens after a left-padded prompt batch.
+
+  Greedy by default (equal to ``transformers``' greedy ``generate``). Sequences stop at any id in
+  ``eos_token_id``; positions after EOS hold ``pad_token_id``. Extra ``model_kwargs`` (pixel
+  values, image grids) go to ``model.prefill_inputs``.
+  """
+  input_ids = jnp.asarray(input_ids, jnp.int32)
+  attention_mask = (jnp.ones_like(input_ids) if attention_mask is None
+                    else jnp.asarray(attention_mask, jnp.int32))
+  _validate(input_ids, attention_mask, max_new_tokens, temperature, top_k, top_p)
+  eos = tuple(np.atleast_1d(eos_token_id).tolist()) if eos_token_id is not None else ()
+  rng = jax.random.key(0) if rng is None else rng
+  graphdef, state = nnx.split(model)
+  new_tokens, num = _generate_jit(graphdef, state, input_ids, attention_mask, rng, model_kwargs,
+                                  max_new_tokens=max_new_tokens, temperature=float(temperature),
+                                  top_k=int(top_k), top_p=float(top_p), eos=eos,
+                                  pad_token_id=int(pad_token_id))
+  return GenerateOutput(jnp.concatenate([input_ids, new_tokens], axis=1), num,
+                        prompt_length=input_ids.shape[1])
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "temperature",
+                                              "top_k", "top_p", "eos", "pad_token_id"))
+def _generate_jit(graphdef, state, input_ids, attention_mask, rng, model_kwargs, *,
+                  max_new_tokens, temperature, top_k, top_p, eos, pad_token_id):
+  model = nnx.merge(graphdef, state)
+  batch, prompt_len = input_ids.shape
+  sample = functools.partial(sample_logits, temperature=temperature, top_k=top_k, top_p=top_p)
+  if hasattr(model, "prefill_inputs"):
+    prefill_kwargs, decode_kwargs = model.prefill_inputs(input_ids, attention_mask, **model_kwargs)
+  else:
+    prefill_kwargs, decode_kwargs = {"input_ids": input_ids}, {}
+  prefill_kwargs.setdefault("attention_mask", attention_mask)
+  prefill_len = (prefill_kwargs["inputs_embeds"].shape[1] if "inputs_embeds" in prefill_kwargs
+                 else prefill_kwargs["input_ids"].shape[1])
+  cache = model.init_cache(batch, prefill_len + max_new_tokens)
+  out = model(cache=cache, logits_to_keep=1, **prefill_kwargs)
+  rng, key = jax.random.split(rng)
+  token = sample(out.logits[:, -1], key)
+  eos_arr = jnp.asarray(eos if eos else (-1,), jnp.int32)
+  is_eos = lambda t: jnp.any(t[:, None] == eos_arr[None, :], axis=-1) if eos else jnp.zeros(
+      t.shape, bool)
+  tokens = jnp.full((batch, max_new_tokens), pad_token_id, jnp.int32).at[:, 0].set(token)
+  done = is_eos(token)
+  num = jnp.ones((batch,), jnp.int32)
+
+  def cond(carry):
+    step, _, _, _, done, _, _ = carry
+    return (step < max_new_tokens) & ~jnp.all(done)
+
+  def body(carry):
+    step, token, cache, tokens, done, num, rng = carry
+    out = model(input_ids=token[:, None], attention_mask=jnp.ones((batch, 1), jnp.int32),
+                cache=cache, logits_to_keep=1, **decode_kwargs)
+    rng, key = jax.random.split(rng)
+    nxt = jnp.where(done, pad_token_id, sample(out.logits[:, -1], key))
+    tokens = jax.lax.dynamic_update_slice(tokens, nxt[:, None], (0, step))
+    num = num + (~done).astype(jnp.int32)
+    done = done | is_eos(nxt)
+    return step + 1, nxt, out.cache, tokens, done, num, rng
+
+  carry = (jnp.int32(1), token, out.cache, tokens, done, num, rng)
+  _, _, _, tokens, _, num, _ = jax.lax.while_loop(cond, body, carry)
+  return tokens, num

@@ -1,0 +1,1 @@
+"""Command-line tools: parity checks and checkpoint / index comparison."""

@@ -1,0 +1,44 @@
+"""Test setup: 8 simulated CPU devices (set before jax is imported), offline HF, shared helpers."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def _has_gpu() -> bool:
+  try:
+    return any(d.platform == "gpu" for d in jax.devices())
+  except RuntimeError:
+    return False
+
+
+def pytest_collection_modifyitems(config, items):
+  if _has_gpu():
+    return
+  skip = pytest.mark.skip(reason="needs a CUDA GPU (run on the lent device)")
+  for item in items:
+    if "gpu" in item.keywords:
+      item.add_marker(skip)
+
+
+def assert_rel_close(ours, ref, rtol: float = 1e-4, where: str = ""):
+  """max |ours - ref| <= rtol * max |ref| (the parity criterion)."""
+  ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+  assert ours.shape == ref.shape, f"{where}: shape {ours.shape} vs {ref.shape}"
+  err = np.max(np.abs(ours - ref))
+  scale = max(np.max(np.abs(ref)), 1e-12)
+  assert err <= rtol * scale, f"{where}: max abs err {err:.3e} > {rtol} * {scale:.3e}"
+
+
+@pytest.fixture
+def rng():
+  """Fresh randomness per test (seed printed on failure through the test id)."""
+  return np.random.default_rng()
