@@ -29,9 +29,13 @@ AttentionFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array | None, int],
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, *,
-              implementation: str = "xla", scale: float | None = None,
+              implementation: str = "xla", scale: float | None = None, causal: bool = False,
               return_probs: bool = False) -> tuple[jax.Array, jax.Array | None]:
-  """Scaled dot-product attention; returns (out ``[B, Sq, Hq, D]``, probs ``[B, Hq, Sq, Sk]``|None)."""
+  """Scaled dot-product attention; returns (out ``[B, Sq, Hq, D]``, probs ``[B, Hq, Sq, Sk]``|None).
+
+  ``causal`` applies only when ``mask`` is None (then fused kernels use their causal mode);
+  single-query calls (decode steps) always take the ``xla`` path.
+  """
   b, sq, hq, d = q.shape
   hkv = k.shape[2]
   if hq % hkv:
@@ -39,7 +43,16 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, 
   scale = d ** -0.5 if scale is None else scale
   if implementation not in IMPLEMENTATIONS:
     raise ConfigError("attention_impl", implementation, f"one of {IMPLEMENTATIONS}")
-  if implementation != "xla" and not return_probs:
+  if mask is None and causal:
+    mask = make_mask(jnp.arange(sq), jnp.arange(k.shape[1]), None, causal=True)
+    causal_only = True
+  else:
+    causal_only = False
+  if implementation != "xla" and not return_probs and sq > 1:
+    if causal_only:
+      impl = "cudnn" if implementation == "cudnn" else None
+      return jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=True,
+                                          implementation=impl), None
     if mask is not None:
       mask = jnp.broadcast_to(mask, (b, mask.shape[1], sq, k.shape[1]))
     impl = "cudnn" if implementation == "cudnn" else None

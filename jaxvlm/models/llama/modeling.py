@@ -190,7 +190,7 @@ class Attention(nnx.Module):
       out = attention_fn(q, k, v, mask, self.layer_idx)
     else:
       out, probs = attention(q, k, v, mask, implementation=cfg.attention_impl,
-                             return_probs=return_probs)
+                             causal=cfg.causal, return_probs=return_probs)
     out = self.o_proj(out.reshape(b, s, cfg.num_attention_heads * cfg.head_dim))
     return out, probs, cache
 
@@ -272,8 +272,12 @@ class LlamaModel(nnx.Module):
       key_slots, key_valid = jnp.arange(cache.max_len), cache.key_valid
     else:
       key_slots, key_valid = query_slots, (None if attention_mask is None else valid)
-    masks = {w: make_mask(query_slots, key_slots, key_valid, causal=cfg.causal, sliding_window=w)
-             for w in {cfg.layer_window(i) for i in range(cfg.num_hidden_layers)}}
+    windows = {cfg.layer_window(i) for i in range(cfg.num_hidden_layers)}
+    implicit = (cfg.attention_impl != "xla" and cache is None and attention_mask is None
+                and windows == {None} and attention_fn is None and not output_attentions)
+    masks = {w: None if implicit else make_mask(query_slots, key_slots, key_valid,
+                                                 causal=cfg.causal, sliding_window=w)
+             for w in windows}
     hidden, attns = [], []
     for i, layer in enumerate(self.layers):
       if output_hidden_states:
