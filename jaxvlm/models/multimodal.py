@@ -57,12 +57,15 @@ def merge_visual(inputs_embeds: jax.Array, input_ids: jax.Array, features: jax.A
 @flax.struct.dataclass
 class PrunedInputs:
   """A shortened, left-padded prompt. ``kept_index [B, S']`` is the original index of each slot
-  (-1 on padding); ``position_ids`` is ``[B, S']`` or ``[3, B, S']`` like the input (or None)."""
+  (-1 on padding); ``position_ids`` is ``[B, S']`` or ``[3, B, S']`` like the input;
+  ``rope_deltas [B, 1]`` = max position + 1 - kept length, so decoding continues after the
+  largest kept position (M-RoPE models take it as ``rope_deltas``)."""
 
   input_ids: np.ndarray
   attention_mask: np.ndarray
-  position_ids: np.ndarray | None
+  position_ids: np.ndarray
   kept_index: np.ndarray
+  rope_deltas: np.ndarray
 
 
 def _keep_mask(keep: Any, counts: np.ndarray) -> np.ndarray:
@@ -133,8 +136,11 @@ def keep_visual_tokens(input_ids, attention_mask, image_token_id: int, keep, *,
   else:
     new_pos = np.broadcast_to(np.where(real, np.maximum(np.cumsum(real, 1) - 1, 0), 0), src3.shape)
   new_pos = new_pos.astype(pos.dtype)
+  deltas = np.where(real.any(1), np.max(np.where(real[None], new_pos, -1), axis=(0, 2)) + 1, 0) \
+      - real.sum(1)
   return PrunedInputs(new_ids.astype(ids.dtype), real.astype(np.int32),
-                      new_pos if pos.ndim == 3 else new_pos[0], kept_index)
+                      new_pos if pos.ndim == 3 else new_pos[0], kept_index,
+                      deltas[:, None].astype(pos.dtype))
 
 
 def gather_kept_features(features, counts, keep) -> jax.Array:
