@@ -1,0 +1,107 @@
+"""Image loading and the VLM preprocessing that HF processors do not cover.
+
+* :func:`load_image`: path / PIL image -> RGB PIL image.
+* :func:`hf_image_processor`: the ``AutoImageProcessor`` of a local checkpoint folder (CLIP,
+  GotOcr2/InternVL, Qwen2-VL processors), or None when the folder has none.
+* InternVL2 dynamic tiling (the official ``dynamic_preprocess``): the image is resized to the
+  ``cols x rows`` grid of ``image_size`` tiles whose aspect ratio is closest to the image's (at most
+  ``max_num`` tiles; ties go to the larger grid when the image is large enough), cut into tiles,
+  plus a whole-image thumbnail when there is more than one tile; ImageNet normalisation.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from jaxvlm.errors import ConfigError, MissingFileError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMG_CONTEXT_TOKEN = "<IMG_CONTEXT>"
+IMG_START_TOKEN, IMG_END_TOKEN = "<img>", "</img>"
+
+
+def load_image(image):
+  """A file path or PIL image -> RGB PIL image."""
+  from PIL import Image
+  if isinstance(image, (str, os.PathLike)):
+    if not os.path.exists(image):
+      raise MissingFileError(str(image), "image")
+    image = Image.open(image)
+  return image.convert("RGB")
+
+
+def hf_image_processor(path: str):
+  """``AutoImageProcessor.from_pretrained(path)`` when ``path`` has a preprocessor config, else None."""
+  if not os.path.exists(os.path.join(path, "preprocessor_config.json")):
+    return None
+  from transformers import AutoImageProcessor
+  return AutoImageProcessor.from_pretrained(path)
+
+
+def target_ratios(min_num: int, max_num: int) -> list[tuple[int, int]]:
+  """Candidate ``(cols, rows)`` grids with ``min_num <= cols*rows <= max_num``, by tile count."""
+  if not 1 <= min_num <= max_num:
+    raise ConfigError("max_num", max_num, f"an int >= min_num={min_num} >= 1")
+  grids = {(i, j) for n in range(min_num, max_num + 1) for i in range(1, n + 1)
+           for j in range(1, n + 1) if min_num <= i * j <= max_num}
+  return sorted(grids, key=lambda r: r[0] * r[1])
+
+
+def closest_aspect_ratio(width: int, height: int, ratios: list[tuple[int, int]],
+                         image_size: int) -> tuple[int, int]:
+  """The grid whose aspect ratio is closest to ``width / height`` (InternVL2 tie-breaking)."""
+  aspect, best, best_diff = width / height, (1, 1), float("inf")
+  for cols, rows in ratios:
+    diff = abs(aspect - cols / rows)
+    if diff < best_diff:
+      best, best_diff = (cols, rows), diff
+    elif diff == best_diff and width * height > 0.5 * image_size * image_size * cols * rows:
+      best = (cols, rows)
+  return best
+
+
+def dynamic_tiles(image, *, min_num: int = 1, max_num: int = 12, image_size: int = 448,
+                  use_thumbnail: bool = True) -> list:
+  """InternVL2 tiles of a PIL image (row-major), plus the thumbnail when there are several."""
+  width, height = image.size
+  cols, rows = closest_aspect_ratio(width, height, target_ratios(min_num, max_num), image_size)
+  resized = image.resize((cols * image_size, rows * image_size))
+  tiles = [resized.crop((c * image_size, r * image_size, (c + 1) * image_size,
+                         (r + 1) * image_size)) for r in range(rows) for c in range(cols)]
+  if use_thumbnail and len(tiles) > 1:
+    tiles.append(image.resize((image_size, image_size)))
+  return tiles
+
+
+def normalize(tiles, image_size: int = 448) -> np.ndarray:
+  """PIL tiles -> ``[N, 3, image_size, image_size]`` float32, ImageNet-normalised (bicubic resize)."""
+  from PIL import Image
+  arrays = [np.asarray(t.convert("RGB").resize((image_size, image_size), Image.BICUBIC),
+                       np.float32) / 255.0 for t in tiles]
+  x = (np.stack(arrays) - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD,
+                                                                              np.float32)
+  return x.transpose(0, 3, 1, 2).astype(np.float32)
+
+
+def internvl2_pixel_values(image, *, max_num: int = 12, image_size: int = 448,
+                           use_thumbnail: bool = True) -> np.ndarray:
+  """``pixel_values [tiles, 3, S, S]`` of one image for an InternVL2 checkpoint folder."""
+  tiles = dynamic_tiles(load_image(image), max_num=max_num, image_size=image_size,
+                        use_thumbnail=use_thumbnail)
+  return normalize(tiles, image_size)
+
+
+def internvl2_image_prompt(num_tiles: int, tokens_per_tile: int) -> str:
+  """``<img><IMG_CONTEXT>*(tiles*tokens)</img>``: the text that stands for one image."""
+  return IMG_START_TOKEN + IMG_CONTEXT_TOKEN * (num_tiles * tokens_per_tile) + IMG_END_TOKEN
+
+
+def image_token_id(tokenizer) -> int:
+  """The ``<IMG_CONTEXT>`` id of an InternVL2 tokenizer (``image_token_id`` of ``internvl_chat``)."""
+  token = tokenizer.convert_tokens_to_ids(IMG_CONTEXT_TOKEN)
+  if token is None or token == tokenizer.unk_token_id:
+    raise ConfigError("tokenizer", type(tokenizer).__name__, f"a vocabulary with {IMG_CONTEXT_TOKEN}")
+  return int(token)

@@ -1,0 +1,11 @@
+"""CLIP vision tower (``clip_vision_model``; LLaVA's vision encoder)."""
+
+from jaxvlm.models.clip import params
+from jaxvlm.models.clip.modeling import VisionConfig, VisionTransformer
+from jaxvlm.models.registry import Family, register_family
+
+# HF ``CLIPVisionModel`` stores the tower under ``vision_model.``.
+register_family(Family("clip_vision_model", VisionConfig.from_clip_hf, VisionTransformer,
+                       params.prefixed(params.RULES, "vision_model.", ""), params.IGNORE))
+
+__all__ = ["VisionConfig", "VisionTransformer"]

@@ -1,0 +1,75 @@
+"""HF-native InternVL (``InternVLForConditionalGeneration``) parity: multi-tile images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from conftest import assert_rel_close  # noqa: E402
+from jaxvlm.errors import ShapeError  # noqa: E402
+from jaxvlm.models import load_pretrained, save_pretrained  # noqa: E402
+from vlm_parity import check_parity, prompts  # noqa: E402
+
+IMG, VOCAB, SIDE, PATCH = 120, 128, 56, 14  # 4x4 patches -> pixel shuffle -> 4 tokens per tile
+TOKENS = (SIDE // PATCH // 2) ** 2
+
+
+def tiny_hf_model(seed=0, **overrides):
+  torch.manual_seed(seed)
+  cfg = transformers.InternVLConfig(
+      vision_config=dict(hidden_size=32, num_attention_heads=2, intermediate_size=64,
+                         num_hidden_layers=2, image_size=SIDE, patch_size=PATCH,
+                         layer_scale_init_value=0.5),
+      text_config=dict(model_type="qwen2", hidden_size=48, num_attention_heads=4,
+                       num_key_value_heads=2, intermediate_size=96, num_hidden_layers=2,
+                       vocab_size=VOCAB),
+      image_token_id=IMG, image_seq_length=TOKENS, **overrides)
+  model = transformers.InternVLForConditionalGeneration(cfg).eval()
+  with torch.no_grad():  # layer scales and norms away from their constant init
+    for name, p in model.named_parameters():
+      if "lambda" in name or "norm" in name:
+        p.add_(0.3 * torch.randn_like(p))
+  return model
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+  hf = tiny_hf_model()
+  path = str(tmp_path_factory.mktemp("internvl"))
+  hf.save_pretrained(path)
+  return hf, path
+
+
+def test_multi_tile_parity_and_greedy(setup, tmp_path):
+  hf, path = setup
+  rng = np.random.default_rng(0)
+  tiles = [3, 1]  # row 0: 2 tiles + thumbnail; row 1: one tile
+  ids, mask = prompts(rng, IMG, [t * TOKENS for t in tiles], VOCAB)
+  px = rng.standard_normal((sum(tiles), 3, SIDE, SIDE)).astype(np.float32)
+  with torch.no_grad():
+    ref_feats = hf.model.get_image_features(
+        torch.tensor(px), vision_feature_layer=-1,
+        vision_feature_select_strategy="default").pooler_output.numpy()
+  model = check_parity(hf, path, ids, mask, px, ref_feats)
+
+  save_pretrained(model, str(tmp_path))  # our export reads back into transformers unchanged
+  back = transformers.InternVLForConditionalGeneration.from_pretrained(str(tmp_path)).eval()
+  with torch.no_grad():
+    a = back(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+             pixel_values=torch.tensor(px)).logits.numpy()
+    b = hf(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+           pixel_values=torch.tensor(px)).logits.numpy()
+  assert_rel_close(a, b, rtol=1e-6, where="re-exported logits")
+
+
+def test_placeholder_count_mismatch_names_both_numbers(setup):
+  _, path = setup
+  model = load_pretrained(path)
+  rng = np.random.default_rng(1)
+  ids, mask = prompts(rng, IMG, [TOKENS + 1], VOCAB)
+  px = rng.standard_normal((1, 3, SIDE, SIDE)).astype(np.float32)
+  with pytest.raises(ShapeError, match=rf"got {TOKENS}.*{TOKENS + 1}"):
+    model(ids, mask, pixel_values=px)

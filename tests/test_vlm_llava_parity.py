@@ -1,0 +1,76 @@
+"""LLaVA-1.5 (``LlavaForConditionalGeneration``) parity, and K-of-N visual-token pruning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from jaxvlm.generation import generate  # noqa: E402
+from jaxvlm.models import load_pretrained  # noqa: E402
+from jaxvlm.models import multimodal as mm  # noqa: E402
+from vlm_parity import check_parity, prompts  # noqa: E402
+
+IMG, VOCAB, SIDE, PATCH = 120, 128, 42, 14
+TOKENS = (SIDE // PATCH) ** 2  # CLS dropped
+
+
+def tiny_hf_model(seed=0):
+  torch.manual_seed(seed)
+  cfg = transformers.LlavaConfig(
+      vision_config=dict(model_type="clip_vision_model", hidden_size=32, num_attention_heads=2,
+                         intermediate_size=64, num_hidden_layers=3, image_size=SIDE,
+                         patch_size=PATCH),
+      text_config=dict(model_type="llama", hidden_size=48, num_attention_heads=4,
+                       num_key_value_heads=2, intermediate_size=96, num_hidden_layers=2,
+                       vocab_size=VOCAB),
+      image_token_index=IMG, image_seq_length=TOKENS)
+  model = transformers.LlavaForConditionalGeneration(cfg).eval()
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      if "norm" in name:
+        p.add_(0.3 * torch.randn_like(p))
+  return model
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+  hf = tiny_hf_model()
+  path = str(tmp_path_factory.mktemp("llava"))
+  hf.save_pretrained(path)
+  return hf, path
+
+
+def test_parity_penultimate_layer_and_greedy(setup):
+  hf, path = setup
+  rng = np.random.default_rng(0)
+  ids, mask = prompts(rng, IMG, [TOKENS, TOKENS], VOCAB)
+  px = rng.standard_normal((2, 3, SIDE, SIDE)).astype(np.float32)
+  with torch.no_grad():
+    ref_feats = torch.cat(hf.model.get_image_features(
+        torch.tensor(px), vision_feature_layer=-2,
+        vision_feature_select_strategy="default").pooler_output).numpy()
+  check_parity(hf, path, ids, mask, px, ref_feats)
+
+
+@pytest.mark.parametrize("k", [0, 1, TOKENS // 2, TOKENS])
+def test_keep_k_of_n_generates_aligned(setup, k):
+  _, path = setup
+  model = load_pretrained(path)
+  rng = np.random.default_rng(k)
+  ids, mask = prompts(rng, IMG, [TOKENS, TOKENS], VOCAB)
+  px = rng.standard_normal((2, 3, SIDE, SIDE)).astype(np.float32)
+  feats = np.asarray(model.get_image_features(px)).reshape(-1, 48)
+  keep = np.stack([np.sort(rng.choice(TOKENS, k, replace=False)) for _ in range(2)])
+  pruned = mm.keep_visual_tokens(ids, mask, IMG, keep, keep_positions=False)
+  kept = mm.gather_kept_features(feats, [TOKENS, TOKENS], keep)
+  assert kept.shape[0] == int((pruned.input_ids == IMG).sum()) == 2 * k
+  out = generate(model, pruned.input_ids, pruned.attention_mask, 5, image_features=kept)
+  assert out.sequences.shape == (2, pruned.input_ids.shape[1] + 5)
+  np.testing.assert_array_equal(np.asarray(out.sequences[:, :-5]), pruned.input_ids)
+  assert (np.asarray(out.num_generated) == 5).all()
+  if k == TOKENS:  # keeping everything is the unpruned prompt
+    full = generate(model, ids, mask, 5, pixel_values=px)
+    np.testing.assert_array_equal(np.asarray(full.new_tokens), np.asarray(out.new_tokens))
