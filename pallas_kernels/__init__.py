@@ -1,0 +1,12 @@
+"""Pallas kernels: block-sparse attention and token selection, each with a pure-JAX reference.
+
+Every op takes ``implementation=None | "mosaic_tpu" | "triton" | "xla"`` (None: by platform);
+see ``pallas_kernels.backend``.
+"""
+
+from pallas_kernels.select_tokens import (TokenSelection, select_tokens, select_tokens_above,
+                                          select_tokens_reference)
+from pallas_kernels.sparse_attention import (BlockSelection, block_importance, blocks_for_ratio,
+                                             dense_selection, selection_from_block_mask,
+                                             selection_from_scores, sparse_attention,
+                                             sparse_attention_reference)
