@@ -1,0 +1,25 @@
+"""Tokenizers of HF checkpoint folders, through ``transformers.AutoTokenizer`` (offline)."""
+
+from __future__ import annotations
+
+import os
+
+from jaxvlm.errors import MissingFileError
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+
+
+def load_tokenizer(path: str, padding_side: str = "left"):
+  """``AutoTokenizer.from_pretrained(path)`` with left padding (as batched generation needs).
+
+  Raises :class:`MissingFileError` when the folder has none of the tokenizer files.
+  """
+  if not any(os.path.exists(os.path.join(path, f)) for f in TOKENIZER_FILES):
+    raise MissingFileError(os.path.join(path, "tokenizer.json"),
+                           f"tokenizer (one of {', '.join(TOKENIZER_FILES)})")
+  from transformers import AutoTokenizer
+  tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+  tok.padding_side = padding_side
+  if tok.pad_token is None and tok.eos_token is not None:
+    tok.pad_token = tok.eos_token
+  return tok

@@ -1,0 +1,39 @@
+"""HF tokenizers load from the checkpoint folder; a folder without one is refused by name."""
+
+import numpy as np
+import pytest
+import transformers
+from tokenizers import Tokenizer, models, pre_tokenizers
+
+from jaxvlm import errors
+from jaxvlm.generation import generate
+from jaxvlm.models import from_config
+from jaxvlm.models.tokenizer import load_tokenizer
+
+
+def make_tokenizer_folder(path):
+  words = ["<pad>", "<eos>", "<unk>"] + [f"w{i}" for i in range(40)]
+  tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+  tok.pre_tokenizer = pre_tokenizers.Whitespace()
+  fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>",
+                                              eos_token="<eos>", unk_token="<unk>")
+  fast.save_pretrained(path)
+
+
+def test_load_tokenizer_and_generate_from_text(tmp_path):
+  make_tokenizer_folder(tmp_path)
+  tok = load_tokenizer(str(tmp_path))
+  batch = tok(["w1 w2 w3", "w4"], padding=True, return_tensors="np")
+  assert tok.padding_side == "left" and batch["attention_mask"][1, 0] == 0
+  model = from_config(dict(model_type="llama", vocab_size=43, hidden_size=32, intermediate_size=48,
+                           num_hidden_layers=1, num_attention_heads=4))
+  out = generate(model, batch["input_ids"], batch["attention_mask"], 4)
+  prompts = tok.batch_decode(np.asarray(out.sequences)[:, :out.prompt_length],
+                             skip_special_tokens=True)
+  assert prompts == ["w1 w2 w3", "w4"]
+  assert np.asarray(out.new_tokens).shape == (2, 4)
+
+
+def test_missing_tokenizer_is_named(tmp_path):
+  with pytest.raises(errors.MissingFileError, match="tokenizer"):
+    load_tokenizer(str(tmp_path))
