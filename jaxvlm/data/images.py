@@ -34,7 +34,7 @@ def load_image(image):
 
 
 def hf_image_processor(path: str):
-  """``AutoImageProcessor.from_pretrained(path)`` when ``path`` has a preprocessor config, else None."""
+  """``AutoImageProcessor.from_pretrained(path)`` if ``path`` has a preprocessor config, else None."""
   if not os.path.exists(os.path.join(path, "preprocessor_config.json")):
     return None
   from transformers import AutoImageProcessor
@@ -77,7 +77,7 @@ def dynamic_tiles(image, *, min_num: int = 1, max_num: int = 12, image_size: int
 
 
 def normalize(tiles, image_size: int = 448) -> np.ndarray:
-  """PIL tiles -> ``[N, 3, image_size, image_size]`` float32, ImageNet-normalised (bicubic resize)."""
+  """PIL tiles -> ``[N, 3, size, size]`` float32, ImageNet-normalised (bicubic resize)."""
   from PIL import Image
   arrays = [np.asarray(t.convert("RGB").resize((image_size, image_size), Image.BICUBIC),
                        np.float32) / 255.0 for t in tiles]
@@ -100,8 +100,9 @@ def internvl2_image_prompt(num_tiles: int, tokens_per_tile: int) -> str:
 
 
 def image_token_id(tokenizer) -> int:
-  """The ``<IMG_CONTEXT>`` id of an InternVL2 tokenizer (``image_token_id`` of ``internvl_chat``)."""
+  """The ``<IMG_CONTEXT>`` id of an InternVL2 tokenizer (``internvl_chat``'s ``image_token_id``)."""
   token = tokenizer.convert_tokens_to_ids(IMG_CONTEXT_TOKEN)
   if token is None or token == tokenizer.unk_token_id:
-    raise ConfigError("tokenizer", type(tokenizer).__name__, f"a vocabulary with {IMG_CONTEXT_TOKEN}")
+    raise ConfigError("tokenizer", type(tokenizer).__name__,
+                      f"a vocabulary with {IMG_CONTEXT_TOKEN}")
   return int(token)

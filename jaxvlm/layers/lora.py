@@ -1,0 +1,158 @@
+"""LoRA adapters on ``Linear`` layers chosen by attribute-path regex, with PEFT-format export.
+
+``y = base(x) + dropout(x) @ A @ B * (alpha / rank)`` with ``A [in, r]`` (PEFT's kaiming-uniform
+init) and ``B [r, out]`` (zeros), both ``nnx.LoRAParam`` so that ``nnx.LoRAParam`` selects exactly
+the adapter for training. Adapters are saved in PEFT's layout (``adapter_model.safetensors`` with
+``base_model.model.<path>.lora_A.weight [r, in]`` / ``lora_B.weight [out, r]`` and
+``adapter_config.json``), which ``peft.PeftModel.from_pretrained`` loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from safetensors.numpy import load_file, save
+
+from jaxvlm.errors import CheckpointError, ConfigError
+from jaxvlm.io import atomic_open, write_json
+from jaxvlm.layers.linear import Linear
+
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+PEFT_PREFIX = "base_model.model."
+
+
+class LoRALinear(nnx.Module):
+  """A frozen ``Linear`` plus a rank-``rank`` update scaled by ``alpha / rank``."""
+
+  def __init__(self, base: Linear, rank: int, alpha: float, dropout: float, *, rngs: nnx.Rngs):
+    if rank < 1:
+      raise ConfigError("lora.rank", rank, "an int >= 1")
+    in_axis, out_axis = base.kernel.get_metadata().get("logical_axes", (None, None))
+    pdt = base.kernel[...].dtype
+    bound = 1.0 / np.sqrt(base.in_features)
+    self.base, self.rank, self.alpha = base, rank, float(alpha)
+    self.lora_a = nnx.LoRAParam(
+        jax.random.uniform(rngs.params(), (base.in_features, rank), pdt, -bound, bound),
+        logical_axes=(in_axis, None))
+    self.lora_b = nnx.LoRAParam(jnp.zeros((rank, base.out_features), pdt),
+                                logical_axes=(None, out_axis))
+    self.dropout = nnx.Dropout(dropout, rngs=rngs)
+
+  @property
+  def scale(self) -> float:
+    return self.alpha / self.rank
+
+  def delta(self) -> jax.Array:
+    """The dense update ``A @ B * scale`` ``[in, out]`` in the parameter dtype."""
+    return self.lora_a[...] @ self.lora_b[...] * self.scale
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    dt = self.base.dtype
+    h = self.dropout(x).astype(dt) @ self.lora_a[...].astype(dt)
+    return self.base(x) + (h @ self.lora_b[...].astype(dt)) * jnp.asarray(self.scale, dt)
+
+
+def target_regex(targets: str | Iterable[str]) -> str:
+  """A regex string as-is, or module names (``q_proj``) as a regex on the last path part."""
+  if isinstance(targets, str):
+    return targets
+  return r"(^|\.)(" + "|".join(map(re.escape, targets)) + r")$"
+
+
+def _get(parent, key):
+  return parent[key] if isinstance(key, int) else getattr(parent, key)
+
+
+def _set(root: nnx.Module, path: tuple, value: nnx.Module) -> None:
+  parent = root
+  for key in path[:-1]:
+    parent = _get(parent, key)
+  if isinstance(path[-1], int):
+    parent[path[-1]] = value
+  else:
+    setattr(parent, path[-1], value)
+
+
+def _name(path: tuple) -> str:
+  return ".".join(map(str, path))
+
+
+def lora_modules(model: nnx.Module) -> dict[str, LoRALinear]:
+  """``{dotted path: LoRALinear}`` of every adapter in ``model``."""
+  return {_name(p): m for p, m in nnx.iter_modules(model) if isinstance(m, LoRALinear)}
+
+
+def apply_lora(model: nnx.Module, targets: str | Iterable[str] = DEFAULT_TARGETS, rank: int = 8,
+               alpha: float = 16.0, dropout: float = 0.0, seed: int = 0) -> list[str]:
+  """Wraps every ``Linear`` whose dotted path matches ``targets`` in place; returns the paths."""
+  pattern = re.compile(target_regex(targets))
+  chosen = [(p, m) for p, m in nnx.iter_modules(model)
+            if isinstance(m, Linear) and pattern.search(_name(p))]
+  if not chosen:
+    raise ConfigError("lora.targets", targets, "a pattern matching at least one Linear layer")
+  rngs = nnx.Rngs(params=seed, dropout=seed + 1)
+  for path, module in chosen:
+    _set(model, path, LoRALinear(module, rank, alpha, dropout, rngs=rngs))
+  return [_name(p) for p, _ in chosen]
+
+
+def merge_lora(model: nnx.Module) -> nnx.Module:
+  """Folds every adapter into its base kernel and puts the plain ``Linear`` back (in place)."""
+  for name, module in lora_modules(model).items():
+    base = module.base
+    base.kernel[...] = (base.kernel[...] + module.delta()).astype(base.kernel[...].dtype)
+    _set(model, tuple(int(k) if k.isdigit() else k for k in name.split(".")), base)
+  return model
+
+
+def save_adapter(model: nnx.Module, path: str, base_model_name_or_path: str = "") -> None:
+  """Writes the adapters alone as a PEFT LoRA folder."""
+  modules = lora_modules(model)
+  if not modules:
+    raise ConfigError("model", type(model).__name__, "a model with LoRA adapters (apply_lora)")
+  first = next(iter(modules.values()))
+  tensors = {}
+  for name, m in modules.items():
+    tensors[f"{PEFT_PREFIX}{name}.lora_A.weight"] = np.ascontiguousarray(
+        np.asarray(m.lora_a[...], np.float32).T)
+    tensors[f"{PEFT_PREFIX}{name}.lora_B.weight"] = np.ascontiguousarray(
+        np.asarray(m.lora_b[...], np.float32).T)
+  os.makedirs(path, exist_ok=True)
+  with atomic_open(os.path.join(path, "adapter_model.safetensors"), "wb") as f:
+    f.write(save(tensors, metadata={"format": "pt"}))
+  write_json(os.path.join(path, "adapter_config.json"), {
+      "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": first.rank, "lora_alpha": first.alpha,
+      "lora_dropout": float(first.dropout.rate), "bias": "none", "fan_in_fan_out": False,
+      "target_modules": sorted({n.rsplit(".", 1)[-1] for n in modules}),
+      "base_model_name_or_path": base_model_name_or_path, "inference_mode": True,
+      "init_lora_weights": True, "use_rslora": False, "use_dora": False,
+      "modules_to_save": None})
+
+
+def load_adapter(model: nnx.Module, path: str) -> nnx.Module:
+  """Adds the PEFT adapter in folder ``path`` to ``model`` (in place) and returns it."""
+  config_path = os.path.join(path, "adapter_config.json")
+  weights_path = os.path.join(path, "adapter_model.safetensors")
+  for p in (config_path, weights_path):
+    if not os.path.exists(p):
+      raise CheckpointError(f"LoRA adapter: file {p!r} does not exist")
+  with open(config_path) as f:
+    cfg = json.load(f)
+  apply_lora(model, cfg["target_modules"], cfg["r"], cfg["lora_alpha"], cfg.get("lora_dropout", 0.0))
+  tensors = load_file(weights_path)
+  modules = lora_modules(model)
+  names = {f"{PEFT_PREFIX}{n}.lora_{ab}.weight" for n in modules for ab in "AB"}
+  if names != set(tensors):
+    raise CheckpointError(f"LoRA adapter {path!r}: tensors {sorted(set(tensors) - names)[:5]} "
+                          f"unused, {sorted(names - set(tensors))[:5]} missing")
+  for name, m in modules.items():
+    m.lora_a[...] = jnp.asarray(tensors[f"{PEFT_PREFIX}{name}.lora_A.weight"].T, m.lora_a[...].dtype)
+    m.lora_b[...] = jnp.asarray(tensors[f"{PEFT_PREFIX}{name}.lora_B.weight"].T, m.lora_b[...].dtype)
+  return model

@@ -1,0 +1,115 @@
+"""Orbax checkpoints of a training run: arrays by readable name, plus JSON metadata.
+
+A checkpoint step folder holds two items: ``state`` (a flat dict ``{"params": {name: array},
+"opt_state": {name: array}, "rng": key data}``; names are dotted attribute paths such as
+``model.layers.0.self_attn.q_proj.kernel``) and ``meta`` (JSON: step, data position, seed,
+architecture config, run config). Saves are asynchronous and atomic (Orbax writes into a
+temporary folder and renames it when complete), so a process killed mid-save leaves the previous
+checkpoint as the latest one. Restoring takes the target shardings from the caller, so a
+checkpoint written on one mesh restores onto any other.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxvlm.errors import CheckpointError
+
+
+def path_name(path: tuple) -> str:
+  """Dotted name of a pytree key path (``GetAttrKey('value')`` of nnx Variables dropped)."""
+  parts = []
+  for k in path:
+    name = getattr(k, "key", getattr(k, "name", getattr(k, "idx", None)))
+    if isinstance(k, jax.tree_util.GetAttrKey) and name == "value":
+      continue
+    parts.append(str(name))
+  return ".".join(parts)
+
+
+def flatten(tree: Any) -> tuple[dict[str, Any], Any]:
+  """``({name: leaf}, treedef)`` of a pytree."""
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
+  return {path_name(p): x for p, x in leaves}, treedef
+
+
+def unflatten(treedef: Any, named: Mapping[str, Any], like: Mapping[str, Any]) -> Any:
+  """Inverse of :func:`flatten` (``like`` gives the leaf order)."""
+  return jax.tree_util.tree_unflatten(treedef, [named[k] for k in like])
+
+
+def config_diff(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, tuple]:
+  """``{key: (saved, current)}`` for every key whose value differs (or exists on one side)."""
+  keys = sorted(set(saved) | set(current))
+  return {k: (saved.get(k), current.get(k)) for k in keys
+          if _plain(saved.get(k)) != _plain(current.get(k))}
+
+
+def _plain(x):
+  return list(x) if isinstance(x, tuple) else x
+
+
+def _abstract(x):
+  sharding = getattr(x, "sharding", None)
+  return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
+
+
+class Checkpointer:
+  """``ocp.CheckpointManager`` saving every ``every`` steps (and when forced), keeping ``keep``."""
+
+  def __init__(self, directory: str, every: int = 0, keep: int = 3, async_save: bool = True):
+    self.directory = os.path.abspath(directory)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, save_interval_steps=max(every, 1), enable_async_checkpointing=async_save,
+        create=True)
+    self.every = every
+    self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                         item_names=("state", "meta"))
+
+  def should_save(self, step: int) -> bool:
+    return self.every > 0 and step % self.every == 0
+
+  def save(self, step: int, state: Mapping[str, Any], meta: Mapping[str, Any],
+           force: bool = False) -> bool:
+    """Starts an (async) save of ``state`` and ``meta`` at ``step``; returns whether it saved."""
+    if step in self.manager.all_steps():
+      return False
+    return self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(dict(state)), meta=ocp.args.JsonSave(dict(meta))), force=force)
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def read_meta(self, step: int) -> dict:
+    return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+  def restore(self, step: int, like: Mapping[str, Any],
+              arch_config: Mapping[str, Any] | None = None) -> tuple[dict, dict]:
+    """Restores step ``step`` into arrays shaped and sharded like ``like``; checks the config.
+
+    Raises ``CheckpointError`` naming the differing keys when ``arch_config`` is given and the
+    saved architecture config differs.
+    """
+    meta = self.read_meta(step)
+    if arch_config is not None:
+      diff = config_diff(meta.get("arch_config") or {}, arch_config)
+      if diff:
+        details = "; ".join(f"{k}: saved {a!r}, current {b!r}" for k, a, b in
+                            ((k, *v) for k, v in diff.items()))
+        raise CheckpointError(f"checkpoint {self.directory} step {step}: architecture config "
+                              f"differs from the current one in {sorted(diff)} ({details})")
+    target = jax.tree.map(_abstract, dict(like))
+    state = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target)))["state"]
+    return state, meta
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.close()
