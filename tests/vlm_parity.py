@@ -13,8 +13,9 @@ from jaxvlm.models import load_pretrained
 
 def prompts(rng, image_token: int, tokens_per_row: list[int], vocab: int):
   """Left-padded batch: text, the row's placeholders, text (row lengths differ)."""
-  rows = [np.concatenate([rng.integers(3, vocab - 10, size=3 + r), np.full(n, image_token),
-                          rng.integers(3, vocab - 10, size=4)]) for r, n in enumerate(tokens_per_row)]
+  text = lambda n: rng.integers(3, vocab - 10, size=n)
+  rows = [np.concatenate([text(3 + r), np.full(n, image_token), text(4)])
+          for r, n in enumerate(tokens_per_row)]
   length = max(len(r) for r in rows)
   ids = np.zeros((len(rows), length), np.int64)
   mask = np.zeros_like(ids)

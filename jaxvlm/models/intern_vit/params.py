@@ -6,7 +6,9 @@ from __future__ import annotations
 from jaxvlm.models.clip.params import module_rules, reshaped, split_rows
 from jaxvlm.models.weights import Rule
 
-_QKV = ("layers.{i}.attn.q_proj", "layers.{i}.attn.k_proj", "layers.{i}.attn.v_proj")
+# k first: ``export_tensors`` finds a packed rule by its first target (parameters in sorted order).
+_QKV = ("layers.{i}.attn.k_proj", "layers.{i}.attn.q_proj", "layers.{i}.attn.v_proj")
+_KQV = (1, 0, 2)  # blocks of the packed [q; k; v] rows, in _QKV order
 
 # InternVL2 (``vision_model.`` inside ``InternVLChatModel``): packed qkv [q; k; v] rows.
 ORIGINAL_RULES = (
@@ -14,8 +16,9 @@ ORIGINAL_RULES = (
     reshaped("embeddings.position_embedding", "embeddings.position_embedding", (1,)),
     *module_rules("embeddings.", "embeddings.", [("patch_embedding", "patch_embedding")]),
     Rule("encoder.layers.{i}.attn.qkv.weight", tuple(p + ".kernel" for p in _QKV),
-         *split_rows(3)),
-    Rule("encoder.layers.{i}.attn.qkv.bias", tuple(p + ".bias" for p in _QKV), *split_rows(3)),
+         *split_rows(3, _KQV)),
+    Rule("encoder.layers.{i}.attn.qkv.bias", tuple(p + ".bias" for p in _QKV),
+         *split_rows(3, _KQV)),
     Rule("encoder.layers.{i}.ls1", "layers.{i}.ls1"),
     Rule("encoder.layers.{i}.ls2", "layers.{i}.ls2"),
     *module_rules("encoder.layers.{i}.", "layers.{i}.", [
@@ -24,11 +27,12 @@ ORIGINAL_RULES = (
         ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")]),
 )
 
-# transformers ``InternVLVisionModel`` (``vision_tower.`` inside ``InternVLForConditionalGeneration``).
+# transformers ``InternVLVisionModel`` (``vision_tower.`` of ``InternVLForConditionalGeneration``).
 HF_RULES = (
     reshaped("embeddings.cls_token", "embeddings.class_embedding", (1, 1)),
     reshaped("embeddings.position_embeddings", "embeddings.position_embedding", (1,)),
-    *module_rules("embeddings.", "embeddings.", [("patch_embeddings.projection", "patch_embedding")]),
+    *module_rules("embeddings.", "embeddings.",
+                  [("patch_embeddings.projection", "patch_embedding")]),
     Rule("encoder.layer.{i}.lambda_1", "layers.{i}.ls1"),
     Rule("encoder.layer.{i}.lambda_2", "layers.{i}.ls2"),
     *module_rules("", "", [("layernorm", "post_layernorm")]),

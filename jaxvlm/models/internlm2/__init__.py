@@ -39,17 +39,21 @@ def config_to_hf(cfg: LlamaConfig) -> dict[str, Any]:
 
 
 def wqkv_split(cfg: LlamaConfig):
-  """(split, merge) between the packed ``wqkv`` tensor (HF layout, rows first) and (q, k, v)."""
+  """(split, merge) between the packed ``wqkv`` tensor (HF layout, rows first) and (k, q, v).
+
+  k comes first: ``export_tensors`` finds a packed rule by its first target and visits parameters
+  in sorted order (``k_proj`` < ``q_proj``).
+  """
   kv, d = cfg.num_key_value_heads, cfg.head_dim
   g = cfg.num_attention_heads // kv
 
   def split(t: np.ndarray):
     grouped = t.reshape((kv, g + 2, d) + t.shape[1:])
     rows = lambda x: x.reshape((-1,) + t.shape[1:])
-    return rows(grouped[:, :g]), rows(grouped[:, g]), rows(grouped[:, g + 1])
+    return rows(grouped[:, g]), rows(grouped[:, :g]), rows(grouped[:, g + 1])
 
   def merge(parts):
-    q, k, v = (np.asarray(p) for p in parts)
+    k, q, v = (np.asarray(p) for p in parts)
     tail = q.shape[1:]
     grouped = np.concatenate([q.reshape((kv, g, d) + tail), k.reshape((kv, 1, d) + tail),
                               v.reshape((kv, 1, d) + tail)], axis=1)
@@ -62,7 +66,7 @@ def rules_for(cfg: LlamaConfig) -> tuple[Rule, ...]:
   """HF ``InternLM2ForCausalLM`` names <-> our :class:`LlamaForCausalLM` paths."""
   split, merge = wqkv_split(cfg)
   attn, lyr = "model.layers.{i}.self_attn.", "model.layers.{i}."
-  qkv = lambda leaf: tuple(f"{attn}{n}.{leaf}" for n in ("q_proj", "k_proj", "v_proj"))
+  qkv = lambda leaf: tuple(f"{attn}{n}.{leaf}" for n in ("k_proj", "q_proj", "v_proj"))
   return (
       Rule("model.tok_embeddings.weight", "model.embed_tokens.embedding"),
       Rule("model.layers.{i}.attention.wqkv.weight", qkv("kernel"), split, merge),
