@@ -73,3 +73,26 @@ def test_placeholder_count_mismatch_names_both_numbers(setup):
   px = rng.standard_normal((1, 3, SIDE, SIDE)).astype(np.float32)
   with pytest.raises(ShapeError, match=rf"got {TOKENS}.*{TOKENS + 1}"):
     model(ids, mask, pixel_values=px)
+
+
+def test_vision_variants_qk_norm_rms_norm_final_norm(tmp_path):
+  """InternViT-6B-style switches: q/k RMSNorm, RMSNorm blocks, final norm (no mean pooling)."""
+  hf = tiny_hf_model(seed=1)
+  cfg = hf.config
+  cfg.vision_config.use_qk_norm, cfg.vision_config.norm_type = True, "rms_norm"
+  cfg.vision_config.use_mean_pooling = False
+  hf = transformers.InternVLForConditionalGeneration(cfg).eval()
+  with torch.no_grad():
+    for name, p in hf.named_parameters():
+      if "lambda" in name or "norm" in name:
+        p.add_(0.3 * torch.randn_like(p))
+  hf.save_pretrained(str(tmp_path))
+  model = load_pretrained(str(tmp_path))
+  px = np.random.default_rng(2).standard_normal((2, 3, SIDE, SIDE)).astype(np.float32)
+  with torch.no_grad():
+    ref = hf.model.get_image_features(torch.tensor(px), vision_feature_layer=-1,
+                                      vision_feature_select_strategy="default").pooler_output
+  import jax
+  with jax.default_matmul_precision("highest"):
+    ours = model.get_image_features(px)
+  assert_rel_close(ours, ref.numpy(), where="features (qk_norm, rms_norm, final norm)")

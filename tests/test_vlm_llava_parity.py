@@ -74,3 +74,36 @@ def test_keep_k_of_n_generates_aligned(setup, k):
   if k == TOKENS:  # keeping everything is the unpruned prompt
     full = generate(model, ids, mask, 5, pixel_values=px)
     np.testing.assert_array_equal(np.asarray(full.new_tokens), np.asarray(out.new_tokens))
+
+
+def test_clip_vision_model_family(tmp_path):
+  torch.manual_seed(3)
+  cfg = transformers.CLIPVisionConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64,
+                                      num_hidden_layers=2, image_size=SIDE, patch_size=PATCH)
+  hf = transformers.CLIPVisionModel(cfg).eval()
+  hf.save_pretrained(str(tmp_path))
+  model = load_pretrained(str(tmp_path))
+  px = np.random.default_rng(3).standard_normal((2, 3, SIDE, SIDE)).astype(np.float32)
+  with torch.no_grad():
+    ref = hf(pixel_values=torch.tensor(px), output_hidden_states=True)
+  import jax
+  with jax.default_matmul_precision("highest"):
+    last = model(px)
+    penultimate = model.hidden_state(px, -2)
+  from conftest import assert_rel_close
+  assert_rel_close(last, ref.last_hidden_state.numpy(), where="last_hidden_state")
+  assert_rel_close(penultimate, ref.hidden_states[-2].numpy(), where="hidden_states[-2]")
+
+
+def test_text_to_visual_attention_hook(setup):
+  _, path = setup
+  model = load_pretrained(path)
+  rng = np.random.default_rng(4)
+  ids, mask = prompts(rng, IMG, [TOKENS, TOKENS], VOCAB)
+  px = rng.standard_normal((2, 3, SIDE, SIDE)).astype(np.float32)
+  out = model(ids, mask, pixel_values=px, output_attentions=True)
+  last = np.zeros_like(ids, bool)
+  last[:, -1] = True
+  att = mm.text_to_visual_attention(out.attentions, last, ids == IMG)
+  assert att.shape == (2, 2, 4, 1, TOKENS)  # [L, B, H, queries, visual]
+  assert np.all((np.asarray(att) > 0) & (np.asarray(att) < 1))

@@ -4,8 +4,9 @@ from jaxvlm.models.clip import params
 from jaxvlm.models.clip.modeling import VisionConfig, VisionTransformer
 from jaxvlm.models.registry import Family, register_family
 
-# HF ``CLIPVisionModel`` stores the tower under ``vision_model.``.
+# transformers v5 saves ``CLIPVisionModel`` flat; older checkpoints nest it under ``vision_model.``.
 register_family(Family("clip_vision_model", VisionConfig.from_clip_hf, VisionTransformer,
-                       params.prefixed(params.RULES, "vision_model.", ""), params.IGNORE))
+                       (*params.RULES, *params.prefixed(params.RULES, "vision_model.", "")),
+                       params.IGNORE))
 
 __all__ = ["VisionConfig", "VisionTransformer"]

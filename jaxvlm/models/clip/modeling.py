@@ -56,7 +56,9 @@ class VisionConfig:
   qkv_bias: bool = True
   patch_bias: bool = False
   pre_norm: bool = False  # CLIP pre_layrnorm
-  post_norm: bool = True  # CLIP post_layernorm / HF InternVL `layernorm`
+  # final norm: "sequence" (HF InternVL ``layernorm``: part of last_hidden_state), "pooled" (CLIP
+  # ``post_layernorm``: normalises only the pooled CLS output, unused by VLMs) or None.
+  post_norm: str | None = "pooled"
   layer_scale: bool = False  # InternViT ls1 / ls2
   qk_norm: bool = False  # InternViT-6B q_norm / k_norm (RMSNorm over all heads)
   attention_impl: str = "xla"
@@ -66,6 +68,8 @@ class VisionConfig:
   hf_json: str = "{}"  # the config.json this came from, for to_hf
 
   def __post_init__(self):
+    if self.post_norm not in (None, "sequence", "pooled"):
+      raise ConfigError("post_norm", self.post_norm, "None, 'sequence' or 'pooled'")
     if self.norm_type not in ("layer_norm", "rms_norm"):
       raise ConfigError("norm_type", self.norm_type, "'layer_norm' or 'rms_norm'")
     activation(self.hidden_act)
@@ -87,7 +91,8 @@ class VisionConfig:
               patch_size=_pair_first(hf.get("patch_size", 32)),
               num_channels=hf.get("num_channels", 3), layer_norm_eps=hf.get("layer_norm_eps", 1e-5),
               hidden_act=hf.get("hidden_act", "quick_gelu"), qkv_bias=True, patch_bias=False,
-              pre_norm=True, post_norm=True, model_type="clip_vision_model", hf_json=json.dumps(hf))
+              pre_norm=True, post_norm="pooled", model_type="clip_vision_model",
+              hf_json=json.dumps(hf))
     kw.update(overrides)
     return cls(**kw)
 
@@ -95,12 +100,12 @@ class VisionConfig:
     return json.loads(self.hf_json)
 
 
-def _norm(cfg: VisionConfig, dim: int | None = None):
+def _norm(cfg: VisionConfig, norm_type: str | None = None):
+  """A block norm of ``cfg.norm_type`` (or ``norm_type``) over ``hidden_size``."""
   dt, pdt = as_dtype(cfg.dtype), as_dtype(cfg.param_dtype)
-  dim = dim or cfg.hidden_size
-  if cfg.norm_type == "rms_norm":
-    return RMSNorm(dim, eps=cfg.layer_norm_eps, dtype=dt, param_dtype=pdt)
-  return LayerNorm(dim, eps=cfg.layer_norm_eps, dtype=dt, param_dtype=pdt)
+  if (norm_type or cfg.norm_type) == "rms_norm":
+    return RMSNorm(cfg.hidden_size, eps=cfg.layer_norm_eps, dtype=dt, param_dtype=pdt)
+  return LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps, dtype=dt, param_dtype=pdt)
 
 
 class PatchEmbedding(nnx.Module):
@@ -227,12 +232,12 @@ class VisionTransformer(nnx.Module):
     if config.pre_norm:
       self.pre_layernorm = _norm(config)
     self.layers = nnx.List([VisionLayer(config, rngs) for _ in range(config.num_hidden_layers)])
-    if config.post_norm:
-      self.post_layernorm = _norm(config)
+    if config.post_norm:  # always a LayerNorm, whatever the blocks use
+      self.post_layernorm = _norm(config, "layer_norm")
 
   def hidden_state(self, pixel_values, layer: int = -1, *, final_norm: bool = False) -> jax.Array:
     """``[B, 1 + patches, D]``: HF ``hidden_states[layer]`` (0 = embeddings), running only the
-    layers needed; ``final_norm`` applies the post norm (HF ``last_hidden_state`` for layer -1)."""
+    layers needed; ``final_norm`` applies a ``"sequence"`` post norm (HF ``last_hidden_state``)."""
     cfg = self.config
     n = cfg.num_hidden_layers
     if not -(n + 1) <= layer <= n:
@@ -242,8 +247,8 @@ class VisionTransformer(nnx.Module):
       x = self.pre_layernorm(x)
     for block in self.layers[:layer % (n + 1)]:
       x = block(x)
-    return self.post_layernorm(x) if final_norm and cfg.post_norm else x
+    return self.post_layernorm(x) if final_norm and cfg.post_norm == "sequence" else x
 
   def __call__(self, pixel_values) -> jax.Array:
-    """HF ``last_hidden_state``: every layer, then the post norm (if any)."""
+    """HF ``last_hidden_state``: every layer, then a ``"sequence"`` post norm."""
     return self.hidden_state(pixel_values, -1, final_norm=True)

@@ -23,7 +23,7 @@ def _common(hf: Mapping[str, Any]) -> dict[str, Any]:
 def from_intern_vit_hf(hf: Mapping[str, Any], **overrides) -> VisionConfig:
   """The ``vision_config`` of an original ``internvl_chat`` checkpoint (``InternVisionModel``)."""
   kw = _common(hf) | dict(qkv_bias=hf.get("qkv_bias", True),
-                          qk_norm=hf.get("qk_normalization", False), post_norm=False,
+                          qk_norm=hf.get("qk_normalization", False), post_norm=None,
                           model_type="intern_vit_6b")
   return VisionConfig(**(kw | overrides))
 
@@ -32,6 +32,6 @@ def from_internvl_vision_hf(hf: Mapping[str, Any], **overrides) -> VisionConfig:
   """The ``vision_config`` of a HF-native ``internvl`` checkpoint (``InternVLVisionModel``)."""
   kw = _common(hf) | dict(qkv_bias=hf.get("attention_bias", False),
                           qk_norm=hf.get("use_qk_norm", False),
-                          post_norm=not hf.get("use_mean_pooling", True),
+                          post_norm=None if hf.get("use_mean_pooling", True) else "sequence",
                           model_type="internvl_vision")
   return VisionConfig(**(kw | overrides))
