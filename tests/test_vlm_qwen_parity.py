@@ -128,3 +128,55 @@ def test_pruned_visual_tokens_generate_aligned(setup, k):
   np.testing.assert_array_equal(np.asarray(gen.sequences[:, :pruned.input_ids.shape[1]]),
                                 pruned.input_ids)
   assert int(gen.num_generated[0]) >= 1
+
+
+class _TinyProcessor:
+  """Stand-in for ``Qwen2_5_VLProcessor`` (needs torchvision here): chat template, placeholder
+  expansion by the image grid, a word-level tokenizer over the tiny vocabulary."""
+
+  def __init__(self, image_processor):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    special = {0: "<|endoftext|>", 1: "<|im_start|>", 2: "<|im_end|>", IMG: "<|image_pad|>",
+               101: "<|video_pad|>", START: "<|vision_start|>", END: "<|vision_end|>"}
+    vocab = {special.get(i, f"w{i}"): i for i in range(128)}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    self.tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        additional_special_tokens=[v for v in special.values() if v not in ("<|im_end|>",
+                                                                           "<|endoftext|>")])
+    self.image_processor = image_processor
+
+  def apply_chat_template(self, messages, add_generation_prompt, tokenize):
+    (msg,) = messages
+    parts = ["<|vision_start|> <|image_pad|> <|vision_end|>" if c["type"] == "image"
+             else c["text"] for c in msg["content"]]
+    return "<|im_start|> w5 " + " ".join(parts) + " <|im_end|> <|im_start|> w6"
+
+  def __call__(self, text, images, return_tensors):
+    px = self.image_processor(images=images, return_tensors=return_tensors)
+    for t, h, w in px["image_grid_thw"]:
+      text = [text[0].replace("<|image_pad|> ", "<|image_pad|>_ " * (t * h * w // 4), 1)]
+    enc = self.tokenizer(text[0].replace("<|image_pad|>_", "<|image_pad|>"),
+                         return_tensors=return_tensors)
+    return {**enc, **px, "mm_token_type_ids": (enc["input_ids"] == IMG).astype(np.int64)}
+
+
+def test_chat_answers_like_transformers_generate(setup):
+  from jaxvlm.models import chat
+  hf, path, image_processor = setup
+  processor = _TinyProcessor(image_processor)
+  rng = np.random.default_rng(5)
+  images = [rng.integers(0, 256, size=(56, 84, 3), dtype=np.uint8)]
+  with jax.default_matmul_precision("highest"):
+    answer = chat(load_pretrained(path), processor, images, "w7 w8 w9", max_new_tokens=8)
+  prompt = processor.apply_chat_template([{"role": "user", "content": [
+      {"type": "image"}, {"type": "text", "text": "w7 w8 w9"}]}], True, False)
+  enc = processor([prompt], images, "np")
+  assert (enc["input_ids"] == IMG).sum() == enc["image_grid_thw"].prod() // 4
+  with torch.no_grad():
+    ref = hf.generate(**{k: torch.tensor(v) for k, v in enc.items()}, max_new_tokens=8,
+                      do_sample=False, eos_token_id=2, pad_token_id=0)
+  expected = processor.tokenizer.decode(ref[0, enc["input_ids"].shape[1]:],
+                                        skip_special_tokens=True).strip()
+  assert answer == expected and answer

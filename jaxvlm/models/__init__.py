@@ -10,6 +10,7 @@ from jaxvlm.models.registry import (
     register_family,
     save_pretrained,
 )
+from jaxvlm.models.chat import chat
 
-__all__ = ["FAMILIES", "Family", "config_from_hf", "from_config", "get_family", "load_pretrained",
+__all__ = ["chat", "FAMILIES", "Family", "config_from_hf", "from_config", "get_family", "load_pretrained",
            "register_family", "save_pretrained"]
