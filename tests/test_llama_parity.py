@@ -110,3 +110,16 @@ def test_parity_command_passes_on_a_checkpoint(tmp_path, rng, capsys):
   report = tmp_path / "parity.json"
   assert cli.main(["parity", path, "--length", "300", "--json", str(report)]) == 0
   assert "PASS" in capsys.readouterr().out and report.exists()
+
+
+@pytest.mark.parametrize("impl", ["auto", "pallas"])
+@pytest.mark.parametrize("causal", [True, False])
+def test_attention_implementations_agree(impl, causal, rng):
+  from jaxvlm.models import from_config
+  cfg = {**BASE, "model_type": "llama"}
+  seed = int(rng.integers(1 << 20))
+  ref = from_config(cfg, seed=seed, causal=causal)
+  fused = from_config(cfg, seed=seed, causal=causal, attention_impl=impl)
+  ids = rng.integers(0, BASE["vocab_size"], (2, 200))  # not a multiple of the kernel's block
+  with jax.default_matmul_precision("highest"):
+    assert_rel_close(fused(ids).logits, ref(ids).logits, rtol=1e-5, where=impl)

@@ -7,6 +7,12 @@
 * ``"xla"``: explicit einsum + float32 softmax; the only one that can return probabilities.
 * ``"cudnn"``: ``jax.nn.dot_product_attention(implementation="cudnn")`` (GPU, bf16/fp16).
 * ``"auto"``: ``jax.nn.dot_product_attention`` with XLA's own choice.
+* ``"pallas"``: ``pallas_kernels.sparse_attention`` with every key block selected (the Pallas
+  flash kernel of the platform: Mosaic TPU or Triton on GPU).
+
+``causal`` applies when ``mask`` is None. ``pallas`` serves unpadded full-sequence calls
+(``mask`` None); with an explicit mask (padding, KV cache, sliding window) it takes the ``xla``
+path, as do single-query decode steps and calls that return probabilities.
 
 Rows whose keys are all masked (left padding) get a uniform distribution over their (masked)
 keys, as in ``transformers``; their outputs are never used.
@@ -22,7 +28,8 @@ import jax.numpy as jnp
 
 from jaxvlm.errors import ConfigError
 
-IMPLEMENTATIONS = ("xla", "cudnn", "auto")
+IMPLEMENTATIONS = ("xla", "cudnn", "auto", "pallas")
+PALLAS_BLOCK = 128
 
 # attention_fn(q, k, v, mask, layer_idx) -> out: replaces the core (sparse attention, methods).
 AttentionFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array | None, int], jax.Array]
@@ -31,11 +38,7 @@ AttentionFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array | None, int],
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, *,
               implementation: str = "xla", scale: float | None = None, causal: bool = False,
               return_probs: bool = False) -> tuple[jax.Array, jax.Array | None]:
-  """Scaled dot-product attention; returns (out ``[B, Sq, Hq, D]``, probs ``[B, Hq, Sq, Sk]``|None).
-
-  ``causal`` applies only when ``mask`` is None (then fused kernels use their causal mode);
-  single-query calls (decode steps) always take the ``xla`` path.
-  """
+  """Scaled dot-product attention; returns (out ``[B, Sq, Hq, D]``, probs ``[B, Hq, Sq, Sk]``|None)."""
   b, sq, hq, d = q.shape
   hkv = k.shape[2]
   if hq % hkv:
@@ -43,21 +46,20 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, 
   scale = d ** -0.5 if scale is None else scale
   if implementation not in IMPLEMENTATIONS:
     raise ConfigError("attention_impl", implementation, f"one of {IMPLEMENTATIONS}")
+  fused = implementation != "xla" and not return_probs and sq > 1
+  if fused and implementation == "pallas" and mask is None:
+    return _pallas_dense(q, k, v, scale, causal=causal), None
+  if fused and implementation != "pallas":
+    impl = "cudnn" if implementation == "cudnn" else None
+    if mask is None:
+      out = jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=causal,
+                                         implementation=impl)
+    else:
+      mask = jnp.broadcast_to(mask, (b, mask.shape[1], sq, k.shape[1]))
+      out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, implementation=impl)
+    return out, None
   if mask is None and causal:
     mask = make_mask(jnp.arange(sq), jnp.arange(k.shape[1]), None, causal=True)
-    causal_only = True
-  else:
-    causal_only = False
-  if implementation != "xla" and not return_probs and sq > 1:
-    if causal_only:
-      impl = "cudnn" if implementation == "cudnn" else None
-      return jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=True,
-                                          implementation=impl), None
-    if mask is not None:
-      mask = jnp.broadcast_to(mask, (b, mask.shape[1], sq, k.shape[1]))
-    impl = "cudnn" if implementation == "cudnn" else None
-    out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, implementation=impl)
-    return out, None
   g = hq // hkv
   qg = q.reshape(b, sq, hkv, g, d)
   scores = jnp.einsum("bqhgd,bkhd->bhgqk", qg, k, preferred_element_type=jnp.float32) * scale
@@ -68,6 +70,14 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, 
   probs = jax.nn.softmax(scores, axis=-1)
   out = jnp.einsum("bhgqk,bkhd->bqhgd", probs.astype(v.dtype), v).reshape(b, sq, hq, d)
   return out, (probs.reshape(b, hq, sq, k.shape[1]) if return_probs else None)
+
+
+def _pallas_dense(q, k, v, scale, *, causal: bool) -> jax.Array:
+  """Dense attention through the block-sparse Pallas kernel with every key block selected."""
+  import pallas_kernels
+  sel = pallas_kernels.dense_selection(k.shape[2], q.shape[1], k.shape[1], PALLAS_BLOCK,
+                                       PALLAS_BLOCK)
+  return pallas_kernels.sparse_attention(q, k, v, sel, causal=causal, sm_scale=scale)
 
 
 def make_mask(query_slots: jax.Array, key_slots: jax.Array, key_valid: jax.Array | None, *,
