@@ -21,7 +21,7 @@ from jaxvlm.errors import ConfigError
 from jaxvlm.eval import gsm8k as gsm8k_eval
 from jaxvlm.layers import lora
 from jaxvlm.run import experiment_entrypoint
-from jaxvlm.sharding import get_rules, make_mesh, shard_state
+from jaxvlm.sharding import get_rules, make_mesh
 from jaxvlm.training import Trainer, TrainConfig, causal_lm_loss, remat_modules
 
 matplotlib.use("Agg")
@@ -71,7 +71,6 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if config.lora.enabled:
     lora.apply_lora(model, tuple(config.lora.targets), config.lora.rank, config.lora.alpha,
                     config.lora.dropout, seed=config.seed)
-    nnx.update(model, shard_state(nnx.state(model, nnx.LoRAParam), mesh, rules))
     trainable = nnx.LoRAParam
   if config.model.remat:
     remat_modules(model, r"layers\.\d+$")

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from jaxvlm.errors import ConfigError
 from jaxvlm.sharding.logical import LOGICAL_RULES_FSDP, Rules, use_mesh_rules
-from jaxvlm.sharding.mesh import param_spec, state_shardings
+from jaxvlm.sharding.mesh import param_spec, shard_state
 from jaxvlm.training.checkpoint import Checkpointer, flatten, unflatten
 from jaxvlm.training.metrics import MetricsWriter
 from jaxvlm.training.optim import make_optimizer
@@ -76,6 +76,8 @@ class Trainer:
     self.arch_config, self.run_config, self.workdir = arch_config, run_config, workdir
     model.train()
     self.graphdef, self.params, self.frozen, self.rest = nnx.split(model, trainable, nnx.Param, ...)
+    if mesh is not None:  # a no-op for parameters born sharded; places e.g. fresh LoRA adapters
+      self.params, self.frozen = (shard_state(s, mesh, rules) for s in (self.params, self.frozen))
     if not jax.tree.leaves(self.params):
       raise ConfigError("trainable", trainable, "a filter that selects at least one parameter")
     self.tx = make_optimizer(optimizer_config, config.steps)
@@ -142,7 +144,7 @@ class Trainer:
 
   # ----- step --------------------------------------------------------------------------------
   def _loss(self, params, frozen, rest, batch, rng):
-    model = nnx.merge(self.graphdef, params, frozen, rest)
+    model = nnx.merge(self.graphdef, params, frozen, rest, copy=True)  # fresh Variables: mutable here
     nnx.reseed(model, dropout=rng)
     loss, aux = self.loss_fn(model, batch, rng)
     return loss, aux
