@@ -37,21 +37,14 @@ LOGICAL_RULES_FSDP: Rules = (
     ("layers", None),
 )
 
+
+def override_rules(rules: Rules, **changes) -> Rules:
+  """``rules`` with the mesh axes of the named logical axes replaced."""
+  return tuple((name, changes.get(name, target)) for name, target in rules)
+
+
 # Tensor parallel (Megatron): heads and MLP split over tensor, embed replicated.
-LOGICAL_RULES_TP: Rules = (
-    ("batch", ("data", "fsdp")),
-    ("length", None),
-    ("embed", None),
-    ("vocab", "tensor"),
-    ("heads", "tensor"),
-    ("kv_heads", "tensor"),
-    ("act_heads", "tensor"),
-    ("act_kv_heads", "tensor"),
-    ("head_dim", None),
-    ("mlp", "tensor"),
-    ("norm", None),
-    ("layers", None),
-)
+LOGICAL_RULES_TP: Rules = override_rules(LOGICAL_RULES_FSDP, embed=None)
 
 _state = threading.local()
 
