@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 
@@ -11,6 +12,7 @@ transformers = pytest.importorskip("transformers")
 from conftest import assert_rel_close  # noqa: E402
 from jaxvlm.errors import ShapeError  # noqa: E402
 from jaxvlm.models import load_pretrained, save_pretrained  # noqa: E402
+from jaxvlm.models.clip.modeling import bicubic_matrix  # noqa: E402
 from vlm_parity import check_parity, prompts  # noqa: E402
 
 IMG, VOCAB, SIDE, PATCH = 120, 128, 56, 14  # 4x4 patches -> pixel shuffle -> 4 tokens per tile
@@ -54,6 +56,7 @@ def test_multi_tile_parity_and_greedy(setup, tmp_path):
         torch.tensor(px), vision_feature_layer=-1,
         vision_feature_select_strategy="default").pooler_output.numpy()
   model = check_parity(hf, path, ids, mask, px, ref_feats)
+  assert model.config.tokens_per_image == TOKENS
 
   save_pretrained(model, str(tmp_path))  # our export reads back into transformers unchanged
   back = transformers.InternVLForConditionalGeneration.from_pretrained(str(tmp_path)).eval()
@@ -92,7 +95,26 @@ def test_vision_variants_qk_norm_rms_norm_final_norm(tmp_path):
   with torch.no_grad():
     ref = hf.model.get_image_features(torch.tensor(px), vision_feature_layer=-1,
                                       vision_feature_select_strategy="default").pooler_output
-  import jax
   with jax.default_matmul_precision("highest"):
     ours = model.get_image_features(px)
   assert_rel_close(ours, ref.numpy(), where="features (qk_norm, rms_norm, final norm)")
+
+
+def test_position_embeddings_interpolated_like_torch(setup):
+  """Images of another size: the position table is resized exactly as ``F.interpolate`` bicubic."""
+  grid = torch.randn(1, 5, 7, 7, dtype=torch.float64)
+  for out in [(4, 4), (12, 9)]:
+    want = torch.nn.functional.interpolate(grid, size=out, mode="bicubic", align_corners=False)
+    got = np.einsum("hH,wW,cHW->chw", bicubic_matrix(7, out[0]), bicubic_matrix(7, out[1]),
+                    grid[0].numpy())
+    np.testing.assert_allclose(got, want[0].numpy(), rtol=1e-10, atol=1e-12)
+  hf, path = setup
+  model = load_pretrained(path)
+  px = np.random.default_rng(3).standard_normal((1, 3, 2 * SIDE, 2 * SIDE)).astype(np.float32)
+  with torch.no_grad():
+    ref = hf.model.get_image_features(torch.tensor(px), vision_feature_layer=-1,
+                                      vision_feature_select_strategy="default").pooler_output
+  with jax.default_matmul_precision("highest"):
+    ours = model.get_image_features(px)
+  assert ours.shape == (1, 4 * TOKENS, 48)
+  assert_rel_close(ours, ref.numpy(), where="features at twice the trained resolution")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from conftest import assert_rel_close  # noqa: E402
 from jaxvlm.generation import generate  # noqa: E402
 from jaxvlm.models import load_pretrained  # noqa: E402
 from jaxvlm.models import multimodal as mm  # noqa: E402
@@ -52,7 +54,7 @@ def test_parity_penultimate_layer_and_greedy(setup):
     ref_feats = torch.cat(hf.model.get_image_features(
         torch.tensor(px), vision_feature_layer=-2,
         vision_feature_select_strategy="default").pooler_output).numpy()
-  check_parity(hf, path, ids, mask, px, ref_feats)
+  assert check_parity(hf, path, ids, mask, px, ref_feats).config.tokens_per_image == TOKENS
 
 
 @pytest.mark.parametrize("k", [0, 1, TOKENS // 2, TOKENS])
@@ -86,11 +88,9 @@ def test_clip_vision_model_family(tmp_path):
   px = np.random.default_rng(3).standard_normal((2, 3, SIDE, SIDE)).astype(np.float32)
   with torch.no_grad():
     ref = hf(pixel_values=torch.tensor(px), output_hidden_states=True)
-  import jax
   with jax.default_matmul_precision("highest"):
     last = model(px)
     penultimate = model.hidden_state(px, -2)
-  from conftest import assert_rel_close
   assert_rel_close(last, ref.last_hidden_state.numpy(), where="last_hidden_state")
   assert_rel_close(penultimate, ref.hidden_states[-2].numpy(), where="hidden_states[-2]")
 

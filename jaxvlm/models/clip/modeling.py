@@ -2,7 +2,7 @@
 
 One module tree covers both towers through :class:`VisionConfig` switches: patch embedding (a
 strided convolution written as an einsum over patches), CLS token + learned absolute position
-embeddings (bicubically resized for other grids), optional pre-norm (CLIP ``pre_layrnorm``),
+embeddings (resized for other grids with PyTorch's bicubic kernel), optional pre-norm (CLIP ``pre_layrnorm``),
 pre-norm blocks with optional q/k RMSNorm and layer scale (InternViT ``ls1``/``ls2``), LayerNorm
 or RMSNorm, and an optional final norm. Pixels are ``[B, C, H, W]`` as HF processors give them.
 """
@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from jaxvlm.errors import ConfigError, ShapeError
@@ -131,6 +132,25 @@ class PatchEmbedding(nnx.Module):
     return y if self.bias is None else y + self.bias[...].astype(self.dtype)
 
 
+def bicubic_matrix(n_in: int, n_out: int, a: float = -0.75) -> np.ndarray:
+  """``[n_out, n_in]`` weights of ``torch.nn.functional.interpolate(mode="bicubic",
+  align_corners=False)`` along one axis (cubic convolution ``a = -0.75``, clamped borders)."""
+  src = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
+  x0 = np.floor(src)
+  t = src - x0
+
+  def kernel(d):
+    d = np.abs(d)
+    near = ((a + 2) * d - (a + 3)) * d * d + 1
+    far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+    return np.where(d <= 1, near, np.where(d < 2, far, 0.0))
+
+  m = np.zeros((n_out, n_in))
+  for k in range(-1, 3):
+    np.add.at(m, (np.arange(n_out), np.clip(x0 + k, 0, n_in - 1).astype(int)), kernel(t - k))
+  return m
+
+
 class VisionEmbeddings(nnx.Module):
   """Patch embedding, CLS token and absolute position embeddings."""
 
@@ -151,7 +171,8 @@ class VisionEmbeddings(nnx.Module):
     g = self.cfg.grid
     if (gh, gw) == (g, g):
       return pos
-    patch = jax.image.resize(pos[1:].reshape(g, g, -1), (gh, gw, pos.shape[-1]), "cubic")
+    mh, mw = (jnp.asarray(bicubic_matrix(g, n), pos.dtype) for n in (gh, gw))
+    patch = jnp.einsum("hH,wW,HWd->hwd", mh, mw, pos[1:].reshape(g, g, -1))
     return jnp.concatenate([pos[:1], patch.reshape(gh * gw, -1)], axis=0)
 
   def __call__(self, pixels: jax.Array) -> jax.Array:
