@@ -56,6 +56,15 @@ def test_pixel_values_imagenet_normalised(tmp_path):
   assert images.internvl2_image_prompt(3, 2) == "<img>" + "<IMG_CONTEXT>" * 6 + "</img>"
 
 
+def test_internvl2_prompt_expands_the_image_once():
+  text = images.internvl2_prompt("What is this?", num_tiles=3, tokens_per_tile=2,
+                                 system_message="S")
+  assert text == ("<|im_start|>system\nS<|im_end|><|im_start|>user\n<img>" + "<IMG_CONTEXT>" * 6
+                  + "</img>\nWhat is this?<|im_end|><|im_start|>assistant\n")
+  with pytest.raises(ConfigError, match="question"):
+    images.internvl2_prompt("<image> and <image>", 1, 1)
+
+
 def test_hf_image_processor_from_folder(tmp_path):
   transformers = pytest.importorskip("transformers")
   assert images.hf_image_processor(str(tmp_path)) is None

@@ -21,6 +21,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMG_CONTEXT_TOKEN = "<IMG_CONTEXT>"
 IMG_START_TOKEN, IMG_END_TOKEN = "<img>", "</img>"
+# InternVL2's default system message (``internlm2-chat`` / ``Hermes-2`` conversation templates).
+INTERNVL2_SYSTEM = ("你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, "
+                    "是一个有用无害的人工智能助手。")
 
 
 def load_image(image):
@@ -34,7 +37,7 @@ def load_image(image):
 
 
 def hf_image_processor(path: str):
-  """``AutoImageProcessor.from_pretrained(path)`` if ``path`` has a preprocessor config, else None."""
+  """``AutoImageProcessor.from_pretrained(path)`` given a preprocessor config, else None."""
   if not os.path.exists(os.path.join(path, "preprocessor_config.json")):
     return None
   from transformers import AutoImageProcessor
@@ -97,6 +100,19 @@ def internvl2_pixel_values(image, *, max_num: int = 12, image_size: int = 448,
 def internvl2_image_prompt(num_tiles: int, tokens_per_tile: int) -> str:
   """``<img><IMG_CONTEXT>*(tiles*tokens)</img>``: the text that stands for one image."""
   return IMG_START_TOKEN + IMG_CONTEXT_TOKEN * (num_tiles * tokens_per_tile) + IMG_END_TOKEN
+
+
+def internvl2_prompt(question: str, num_tiles: int, tokens_per_tile: int,
+                     system_message: str = INTERNVL2_SYSTEM) -> str:
+  """The ChatML prompt ``InternVLChatModel.chat`` builds for one image and one question: the
+  ``<image>`` placeholder (prepended when absent) becomes :func:`internvl2_image_prompt`."""
+  if "<image>" not in question:
+    question = "<image>\n" + question
+  if question.count("<image>") != 1:
+    raise ConfigError("question", question.count("<image>"), "one <image> placeholder")
+  text = (f"<|im_start|>system\n{system_message}<|im_end|>"
+          f"<|im_start|>user\n{question}<|im_end|><|im_start|>assistant\n")
+  return text.replace("<image>", internvl2_image_prompt(num_tiles, tokens_per_tile))
 
 
 def image_token_id(tokenizer) -> int:
