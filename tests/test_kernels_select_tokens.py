@@ -61,3 +61,14 @@ def test_threshold_kernel_lowers_for_tpu():
   exported = jax.export.export(jax.jit(f), platforms=["tpu"])(
       jax.ShapeDtypeStruct((64, 4096), jnp.float32), jax.ShapeDtypeStruct((64,), jnp.int32))
   assert "tpu_custom_call" in exported.mlir_module()
+
+
+@pytest.mark.parametrize("radix_bits", [1, 2, 4])
+def test_threshold_search_radix(radix_bits):
+  from pallas_kernels.select_tokens import search
+  scores, _ = _inputs(4, 333, 1, ties=True)
+  k = jnp.asarray([[1], [17], [200], [333]])
+  t = search.kth_largest_key(search.sortable_key(scores), k, radix_bits)
+  s = np.sort(np.asarray(scores) + 0.0, axis=1)[:, ::-1]
+  want = search.sortable_key(jnp.asarray(s[np.arange(4), np.asarray(k[:, 0]) - 1]))
+  np.testing.assert_array_equal(t[:, 0], want)

@@ -84,21 +84,24 @@ def test_keep_ratio_one_is_dense_attention(impl):
 
 
 @pytest.mark.parametrize("impl", KERNELS)
-@pytest.mark.parametrize("causal", [False, True])
-def test_gradients_match_reference(impl, causal):
+@pytest.mark.parametrize("causal,segments", [(False, False), (True, True)])
+def test_gradients_match_reference(impl, causal, segments):
   seed = _seed()
   b, sq, sk, hq, hkv, d = 2, 48, 56, 4, 2, 16
   q, k, v = _qkv(seed, b, sq, sk, hq, hkv, d)
   sel = _random_selection(seed + 1, b, hkv, sq, sk, 16, 16)
   w = jax.random.normal(jax.random.key(seed + 2), (b, sq, hq, d))
+  kw = dict(causal=causal)
+  if segments:
+    kw.update(q_segment_ids=jnp.arange(sq)[None].repeat(b, 0) // 20,
+              kv_segment_ids=jnp.arange(sk)[None].repeat(b, 0) // 20)
 
   def loss(fn):
     return lambda q, k, v: jnp.sum(fn(q, k, v) * w)
 
-  got = jax.grad(loss(lambda q, k, v: sparse_attention(q, k, v, sel, causal=causal,
-                                                       implementation=impl)),
+  got = jax.grad(loss(lambda q, k, v: sparse_attention(q, k, v, sel, implementation=impl, **kw)),
                  argnums=(0, 1, 2))(q, k, v)
-  want = jax.grad(loss(lambda q, k, v: sparse_attention_reference(q, k, v, sel, causal=causal)),
+  want = jax.grad(loss(lambda q, k, v: sparse_attention_reference(q, k, v, sel, **kw)),
                   argnums=(0, 1, 2))(q, k, v)
   for g, r in zip(got, want):
     assert np.all(np.isfinite(g))

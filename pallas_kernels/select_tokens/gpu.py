@@ -19,10 +19,10 @@ from jax.experimental.pallas import triton as pltriton
 from pallas_kernels.select_tokens import search
 
 
-def _index_kernel(k_ref, scores_ref, idx_ref, *, max_k: int):
+def _index_kernel(k_ref, scores_ref, idx_ref, *, max_k: int, radix_bits: int):
   key = search.sortable_key(scores_ref[...])[None, :]
   k = jnp.full((1, 1), k_ref[pl.program_id(0)], jnp.int32)
-  t, ties = search.threshold(key, k)
+  t, ties = search.threshold(key, k, radix_bits)
   keep = search.keep_mask(key, t, ties, lambda x: jnp.cumsum(x, axis=-1))[0]
   iota = jnp.arange(keep.shape[0], dtype=jnp.int32)
   kept_upto = jnp.cumsum(keep.astype(jnp.int32))
@@ -38,14 +38,15 @@ def _gather_kernel(idx_ref, feats_ref, out_ref):
   out_ref[...] = jnp.where(idx[:, None] >= 0, rows, 0).astype(out_ref.dtype)
 
 
-def indices(scores, counts, max_k: int, *, interpret: bool, num_warps: int = 4):
+def indices(scores, counts, max_k: int, *, interpret: bool, num_warps: int = 4,
+            radix_bits: int = 2):
   """Kept indices ``[B, max_k]`` (ascending, -1 pads); N padded to a power of two."""
   b, n = scores.shape
   n_pad = pl.next_power_of_2(n)
   scores = jnp.pad(scores.astype(jnp.float32), ((0, 0), (0, n_pad - n)),
                    constant_values=-jnp.inf)
   out = pl.pallas_call(
-      functools.partial(_index_kernel, max_k=max_k),
+      functools.partial(_index_kernel, max_k=max_k, radix_bits=radix_bits),
       grid=(b,),
       in_specs=[pl.BlockSpec((b,), lambda i: (0,)),
                 pl.BlockSpec((None, n_pad), lambda i: (i, 0))],

@@ -1,11 +1,11 @@
-"""Backward pass of block-sparse attention: blockwise recompute in JAX (every backend).
+"""Backward pass of block-sparse attention: blockwise recompute in JAX (the TPU backend's).
 
 A ``lax.scan`` over query blocks gathers only the selected K/V blocks of each query block,
 recomputes ``P = exp(S - lse)`` from the forward's log-sum-exp, and forms
 ``dV = P^T dO``, ``dS = P * (dO V^T - rowsum(dO * O))``, ``dQ = dS K``, ``dK = dS^T Q``;
 dK/dV are scatter-added into their blocks. Work and memory per step are proportional to the
-selected blocks, not to the dense sequence. (A Pallas dK/dV kernel would walk
-``BlockSelection.transpose``; not written yet.)
+selected blocks, not to the dense sequence. (The Triton backend has Pallas dQ and dK/dV
+kernels, ``gpu.backward``; a Mosaic TPU port of those is not written yet.)
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from pallas_kernels.sparse_attention.reference import sparse_attention_reference
 from pallas_kernels.sparse_attention.selection import BlockSelection
 
 _FORWARDS = {"mosaic_tpu": tpu.forward, "triton": gpu.forward}
+_BACKWARDS = {"mosaic_tpu": backward_lib.backward, "triton": gpu.backward}
 AVAILABLE = ("mosaic_tpu", "triton", "xla")
 # Sentinels for padded positions: a padded query matches no key, a padded key no query.
 _Q_PAD, _KV_PAD = -(2 ** 31), -(2 ** 31) + 1
@@ -39,8 +40,7 @@ def _attend_fwd(q, k, v, indices, counts, q_seg, kv_seg, spec, impl):
 
 def _attend_bwd(spec, impl, res, dout):
   q, k, v, indices, counts, q_seg, kv_seg, out, lse = res
-  dq, dk, dv = backward_lib.backward(q, k, v, out, lse, dout, indices, counts, q_seg, kv_seg,
-                                     spec)
+  dq, dk, dv = _BACKWARDS[impl](q, k, v, out, lse, dout, indices, counts, q_seg, kv_seg, spec)
   return dq, dk, dv, None, None, None, None
 
 
@@ -61,8 +61,9 @@ def sparse_attention(q: jax.Array, k: jax.Array, v: jax.Array, selection: BlockS
   are not block multiples are padded here. ``implementation``: None (by platform),
   ``"mosaic_tpu"``, ``"triton"`` or ``"xla"`` (the reference); Pallas kernels run in interpret
   mode where the platform cannot compile them unless ``interpret`` says otherwise. Gradients:
-  the kernels' custom VJP (blockwise recompute, see ``backward``); ``xla`` differentiates the
-  reference. ``num_warps``/``num_stages`` tune the Triton kernel.
+  a custom VJP (Triton: dQ and dK/dV Pallas kernels; Mosaic TPU: blockwise recompute in JAX,
+  see ``backward``); ``xla`` differentiates the reference. ``num_warps``/``num_stages`` tune
+  the Triton kernels.
   """
   b, sq, hq, d = q.shape
   _, sk, hkv, _ = k.shape

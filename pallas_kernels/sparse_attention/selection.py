@@ -41,9 +41,18 @@ class BlockSelection:
 
   def block_mask(self, num_kv_blocks: int) -> jax.Array:
     """The selection as a bool block mask ``[Bs, Hs, nQ, num_kv_blocks]``."""
-    valid = jnp.arange(self.max_blocks) < self.kv_block_counts[..., None]
-    onehot = jax.nn.one_hot(self.kv_block_indices, num_kv_blocks, dtype=jnp.int32)
-    return jnp.sum(onehot * valid[..., None], axis=-2) > 0
+    return block_mask_from_indices(self.kv_block_indices, self.kv_block_counts, num_kv_blocks)
+
+
+def block_mask_from_indices(indices: jax.Array, counts: jax.Array,
+                            num_kv_blocks: int) -> jax.Array:
+  """Bool ``[Bs, Hs, nQ, num_kv_blocks]`` mask of the first ``counts`` entries of ``indices``."""
+  bs, hs, nq, max_k = indices.shape
+  valid = (jnp.arange(max_k) < counts[..., None]).astype(jnp.int32)
+  mask = jnp.zeros((bs, hs, nq, num_kv_blocks), jnp.int32)
+  mask = mask.at[jnp.arange(bs)[:, None, None, None], jnp.arange(hs)[None, :, None, None],
+                 jnp.arange(nq)[None, None, :, None], indices].max(valid)
+  return mask > 0
 
 
 def selection_from_block_mask(block_mask: jax.Array, block_q: int, block_k: int,

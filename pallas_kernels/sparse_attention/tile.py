@@ -44,7 +44,8 @@ def online_softmax_step(q, k, v, m, l, acc, *, scale: float, mask,
   if mask is not None:
     s = jnp.where(mask, s, NEG_INF)
   m_new = jnp.maximum(m, jnp.max(s, axis=-1, keepdims=True))
-  m_safe = jnp.where(m_new == NEG_INF, 0.0, m_new)
+  # Unmasked scores are finite, so only a mask can leave a row's max at -inf.
+  m_safe = m_new if mask is None else jnp.where(m_new == NEG_INF, 0.0, m_new)
   p = jnp.exp2(s - m_safe)
   alpha = jnp.exp2(m - m_safe)
   l = alpha * l + jnp.sum(p, axis=-1, keepdims=True)
