@@ -13,6 +13,7 @@ from conftest import assert_rel_close  # noqa: E402
 from jaxvlm.generation import generate  # noqa: E402
 from jaxvlm.models import load_pretrained  # noqa: E402
 from jaxvlm.models import multimodal as mm  # noqa: E402
+from jaxvlm.sharding import LOGICAL_RULES_FSDP, LOGICAL_RULES_TP, make_mesh  # noqa: E402
 from vlm_parity import check_parity, prompts  # noqa: E402
 
 IMG, VOCAB, SIDE, PATCH = 120, 128, 42, 14
@@ -107,3 +108,20 @@ def test_text_to_visual_attention_hook(setup):
   att = mm.text_to_visual_attention(out.attentions, last, ids == IMG)
   assert att.shape == (2, 2, 4, 1, TOKENS)  # [L, B, H, queries, visual]
   assert np.all((np.asarray(att) > 0) & (np.asarray(att) < 1))
+
+
+@pytest.mark.parametrize("sizes", [(1, 8, 1), (2, 1, 4)])
+def test_load_onto_mesh(setup, sizes):
+  _, path = setup
+  mesh = make_mesh(dict(zip(("data", "fsdp", "tensor"), sizes)))
+  rules = LOGICAL_RULES_FSDP if sizes[1] > 1 else LOGICAL_RULES_TP
+  model = load_pretrained(path, mesh=mesh, rules=rules)
+  fc1 = model.vision_tower.layers[0].mlp.fc1.kernel[...]
+  assert fc1.addressable_shards[0].data.size < fc1.size
+  rng = np.random.default_rng(5)
+  ids, mask = prompts(rng, IMG, [TOKENS], VOCAB)
+  px = rng.standard_normal((1, 3, SIDE, SIDE)).astype(np.float32)
+  with jax.default_matmul_precision("highest"):
+    got = model(ids, mask, pixel_values=px).logits
+    want = load_pretrained(path)(ids, mask, pixel_values=px).logits
+  assert_rel_close(got, want, rtol=1e-5, where="sharded logits")
