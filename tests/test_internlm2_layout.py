@@ -18,19 +18,9 @@ transformers = pytest.importorskip("transformers")
 from safetensors.numpy import save_file  # noqa: E402
 
 from conftest import assert_rel_close  # noqa: E402
-from jaxvlm.models import registry, weights  # noqa: E402
+from jaxvlm.models import load_pretrained, registry, save_pretrained, weights  # noqa: E402
 
 H, HEADS, KV, D, INTER, VOCAB, LAYERS = 64, 4, 2, 16, 96, 128, 2
-
-
-def load(path: str, **overrides):
-  """``load_pretrained`` for families whose rules are a function of the config."""
-  hf = registry.read_config(path)
-  family = registry.get_family(hf["model_type"])
-  cfg = family.config_from_hf(hf, **overrides)
-  abstract = nnx.eval_shape(lambda: family.model_cls(cfg, rngs=nnx.Rngs(0)))
-  return weights.load_into(abstract, weights.read_safetensors_folder(path), family.rules(cfg),
-                           ignore=family.ignore)
 
 
 def pack_wqkv(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -102,7 +92,7 @@ def test_internlm2_packed_layout_matches_llama(tmp_path):
   tensors = internlm2_tensors(state)
   assert "model.layers.1.attention.wqkv.weight" in tensors and "output.weight" in tensors
   write(tmp_path, tensors, llm_config())
-  model = load(str(tmp_path))
+  model = load_pretrained(str(tmp_path))
   ids = np.random.default_rng(0).integers(0, VOCAB, size=(2, 40))
   with torch.no_grad():
     want = ref(input_ids=torch.tensor(ids)).logits.numpy()
@@ -114,6 +104,9 @@ def test_internlm2_packed_layout_matches_llama(tmp_path):
   assert sorted(back) == sorted(tensors)
   for name, t in tensors.items():
     np.testing.assert_array_equal(back[name], t, err_msg=name)
+  save_pretrained(model, str(tmp_path / "again"))
+  again = load_pretrained(str(tmp_path / "again"))
+  np.testing.assert_array_equal(np.asarray(again(ids).logits), np.asarray(model(ids).logits))
 
 
 def test_wqkv_split_is_per_kv_group():
@@ -180,7 +173,7 @@ def test_internvl_chat_layout_matches_hf_internvl(tmp_path):
       architectures=["InternVLChatModel"], model_type="internvl_chat", vision_config=vision,
       llm_config=llm_config(), select_layer=-1, downsample_ratio=0.5, ps_version="v2",
       template="internlm2-chat"))
-  model = load(str(tmp_path / "chat"), image_token_id=IMG)
+  model = load_pretrained(str(tmp_path / "chat"), image_token_id=IMG)
   rng = np.random.default_rng(0)
   tokens = (SIDE // PATCH // 2) ** 2 * 2  # two tiles
   ids = np.concatenate([rng.integers(3, 100, 4), np.full(tokens, IMG), rng.integers(3, 100, 5)])

@@ -28,12 +28,17 @@ class Family:
   model_type: str
   config_from_hf: Callable[..., Any]  # (hf_dict, **overrides) -> frozen config
   model_cls: type  # model_cls(config, rngs=nnx.Rngs)
-  rules: Sequence[weights.Rule]
+  rules: Sequence[weights.Rule] | Callable[[Any], Sequence[weights.Rule]]  # or rules(config)
   ignore: Sequence[str] = ()  # regexes of HF tensor names that are skipped on load
   config_to_hf: Callable[[Any], dict] = lambda cfg: cfg.to_hf()
 
 
 FAMILIES: dict[str, Family] = {}
+
+
+def family_rules(family: Family, cfg) -> Sequence[weights.Rule]:
+  """The weight rules of ``family`` for ``cfg`` (packed layouts need the head counts)."""
+  return family.rules(cfg) if callable(family.rules) else family.rules
 
 # model_type -> module whose import registers it (imported lazily).
 _FAMILY_MODULES = {
@@ -122,7 +127,7 @@ def load_pretrained(path: str, dtype=None, param_dtype=None, mesh=None, rules=No
     sharding_fn = lambda var: NamedSharding(mesh, mesh_lib.param_spec(
         var.shape, var.get_metadata().get("logical_axes"), rules, mesh))
   source = weights.read_safetensors_folder(path)
-  return weights.load_into(abstract, source, family.rules, sharding_fn=sharding_fn,
+  return weights.load_into(abstract, source, family_rules(family, cfg), sharding_fn=sharding_fn,
                            ignore=family.ignore)
 
 
@@ -131,7 +136,7 @@ def save_pretrained(model: nnx.Module, path: str, dtype=None,
   """Writes ``config.json`` + safetensors that ``transformers`` (and :func:`load_pretrained`) read."""
   cfg = model.config
   family = get_family(cfg.model_type)
-  tensors = weights.export_tensors(model, family.rules, dtype)
+  tensors = weights.export_tensors(model, family_rules(family, cfg), dtype)
   weights.write_safetensors(tensors, path, max_shard_bytes)
   hf = family.config_to_hf(cfg)
   hf["torch_dtype"] = hf["dtype"] = np.dtype(dtype or next(iter(tensors.values())).dtype).name

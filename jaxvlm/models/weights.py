@@ -56,11 +56,13 @@ class Rule:
     return None if m is None else tuple(t.format(**m.groupdict()) for t in self.targets)
 
   def match_ours(self, path: str) -> tuple[str, tuple[str, ...]] | None:
-    m = _compile(self.targets[0]).match(path)
-    if m is None:
-      return None
-    g = m.groupdict()
-    return self.hf.format(**g), tuple(t.format(**g) for t in self.targets)
+    """(HF name, all our target paths) when ``path`` is any one of this rule's targets."""
+    for target in self.targets:
+      m = _compile(target).match(path)
+      if m is not None:
+        g = m.groupdict()
+        return self.hf.format(**g), tuple(t.format(**g) for t in self.targets)
+    return None
 
 
 def to_ours_layout(path: str, x: np.ndarray) -> np.ndarray:
