@@ -6,6 +6,7 @@ Orbax checkpoints into the workdir (and, with ``train.export``, the merged HF mo
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -90,7 +91,8 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
                          checkpoint_every=t.checkpoint_every, keep_checkpoints=t.keep_checkpoints),
       rules=rules, trainable=trainable, workdir=workdir,
       eval_fn=lambda m, step: {"accuracy": accuracy(m)["accuracy"]},
-      arch_config=dict(config.model.to_dict(), vocab_size=getattr(tok, "vocab_size", None)),
+      arch_config={k: v for k, v in dataclasses.asdict(model.config).items()
+                   if k not in ("dtype", "param_dtype", "attention_impl")},
       run_config=config.to_dict())
   start = time.perf_counter()
   history = trainer.train(resume=t.resume)

@@ -11,6 +11,7 @@ checkpoint written on one mesh restores onto any other.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Mapping
 
@@ -51,7 +52,8 @@ def config_diff(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict[st
 
 
 def _plain(x):
-  return list(x) if isinstance(x, tuple) else x
+  """The value as it reads back from JSON (tuples become lists)."""
+  return json.loads(json.dumps(x, default=str))
 
 
 def _abstract(x):
