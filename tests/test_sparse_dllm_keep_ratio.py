@@ -76,7 +76,3 @@ def test_load_importance(tmp_path):
   with pytest.raises(ConfigError, match="importance_path"):
     kr.load_importance(str(tmp_path / "missing.npy"))
 
-
-def test_kv_blocks_to_keep():
-  keep = np.array([[0.01, 0.3, 0.5, 1.0]])
-  assert kr.kv_blocks_to_keep(keep, 10).tolist() == [[1, 3, 5, 10]]

@@ -24,6 +24,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from jaxvlm.errors import ConfigError
 
@@ -228,6 +229,5 @@ def _dream_jit(logits_fn, params, prompt, rng, state, *, steps, gen_length, alg,
 
 
 def model_logits_fn(graphdef: Any, **call_kwargs) -> LogitsFn:
-  """Stateless logits function of an nnx model given as ``nnx.split(model)`` -> (graphdef, params)."""
-  from flax import nnx
+  """Stateless logits function of an nnx model split as ``graphdef, params = nnx.split(model)``."""
   return stateless(lambda params, tokens: nnx.merge(graphdef, params)(tokens, **call_kwargs).logits)

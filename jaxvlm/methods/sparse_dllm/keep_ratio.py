@@ -149,8 +149,3 @@ def keep_ratio_summary(keep: np.ndarray, select: float,
                weight_max=float(np.max(weights)))
   return out
 
-
-def kv_blocks_to_keep(keep: np.ndarray, num_kv_blocks: int) -> np.ndarray:
-  """Number of key blocks each head keeps: ``ceil(keep * n_kv_blocks)`` in [1, n_kv_blocks]."""
-  counts = np.ceil(np.asarray(keep, dtype=np.float64) * num_kv_blocks - 1e-9)
-  return np.clip(counts, 1, num_kv_blocks).astype(np.int32)

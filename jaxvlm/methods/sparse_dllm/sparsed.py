@@ -31,7 +31,8 @@ from flax import nnx
 
 from jaxvlm.errors import ConfigError
 from jaxvlm.layers.attention import attention
-from pallas_kernels import block_importance, selection_from_block_mask, sparse_attention
+from pallas_kernels import (block_importance, blocks_for_ratio, selection_from_block_mask,
+                            sparse_attention)
 
 
 class SparseDState(NamedTuple):
@@ -75,10 +76,7 @@ def select_blocks(importance: jax.Array, keep: jax.Array, *,
   """
   nk = importance.shape[-1]
   keep = jnp.asarray(keep, jnp.float32)[None, :, None]
-
-  def count(n):
-    return jnp.clip(jnp.ceil(jnp.round(keep * n, 4)), 1, n).astype(jnp.int32)
-
+  count = lambda n: blocks_for_ratio(keep, n)
   all_blocks = jnp.ones((nk,), bool)
   mask = _topk_blocks(importance, jnp.broadcast_to(count(nk), importance.shape[:3]), all_blocks)
   if gen_start_block is None or not 0 < gen_start_block < nk:
@@ -155,7 +153,7 @@ def calibrate_head_importance(model: nnx.Module, prompts: jax.Array, block_size:
     p = jnp.pad(probs, ((0, 0), (0, 0), (0, n * block_size - s), (0, n * block_size - s)))
     mass = p.reshape(b, h, n, block_size, n, block_size).sum(axis=(3, 5))  # row-summed tiles
     rows = jnp.minimum(block_size, s - jnp.arange(n) * block_size)[:, None]
-    k = min(max(math.ceil(round(select * n, 4)), 1), n)
+    k = int(blocks_for_ratio(select, n))
     kept = jax.lax.top_k(mass / rows, k)[0].sum(-1)  # mean retained mass per query row
     scores.append((1.0 - kept).reshape(b, cfg.num_key_value_heads, group, n).mean(axis=(0, 2, 3)))
   return np.asarray(jnp.stack(scores), np.float64)
