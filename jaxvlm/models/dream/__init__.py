@@ -27,7 +27,7 @@ class DreamConfig(LlamaConfig):
     base = LlamaConfig.from_hf({**hf, "model_type": "qwen2"})
     fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(LlamaConfig)}
     fields.update(causal=False, model_type="Dream",
-                  mask_token_id=hf.get("mask_token_id") or DEFAULT_MASK_ID)
+                  mask_token_id=hf.get("mask_token_id", DEFAULT_MASK_ID))
     fields.update(overrides)
     return cls(**fields)
 

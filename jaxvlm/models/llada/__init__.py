@@ -46,7 +46,7 @@ class LLaDAConfig(LlamaConfig):
         tie_word_embeddings=bool(hf.get("weight_tying", False)),
         qkv_bias=bias or bool(hf.get("include_qkv_bias", False)), o_bias=bias, mlp_bias=bias,
         causal=False, model_type="llada",
-        mask_token_id=hf.get("mask_token_id") or DEFAULT_MASK_ID)
+        mask_token_id=hf.get("mask_token_id", DEFAULT_MASK_ID))
     kwargs.update(overrides)
     return cls(**kwargs)
 
