@@ -115,12 +115,13 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "trainable_params": int(sum(x.size for x in jax.tree.leaves(trainer.params))),
   }
   io.write_json(os.path.join(workdir, "metrics.json"), {**summary, "history": history})
+  method = f"LoRA r{config.lora.rank}" if config.lora.enabled else "full fine-tune"
   samples = "\n".join(f"| `{e['question']}` | `{p}` | `{e['answer']}` |"
                       for e, p in list(zip(test_set, after["predictions"]))[:5])
   io.write_text(os.path.join(workdir, "report.md"), f"""# SFT report
 
 Task: {config.data.source} ({len(train_set)} train / {len(test_set)} held-out items);
-model: {config.model.path or 'random tiny LLaMA'}; {'LoRA r%d' % config.lora.rank if config.lora.enabled else 'full fine-tune'};
+model: {config.model.path or 'random tiny LLaMA'}; {method};
 {trainer.step} steps of {t.batch_size} in {train_seconds:.1f} s.
 
 | metric | before | after |

@@ -145,7 +145,8 @@ def load_adapter(model: nnx.Module, path: str) -> nnx.Module:
       raise CheckpointError(f"LoRA adapter: file {p!r} does not exist")
   with open(config_path) as f:
     cfg = json.load(f)
-  apply_lora(model, cfg["target_modules"], cfg["r"], cfg["lora_alpha"], cfg.get("lora_dropout", 0.0))
+  apply_lora(model, cfg["target_modules"], cfg["r"], cfg["lora_alpha"],
+             cfg.get("lora_dropout", 0.0))
   tensors = load_file(weights_path)
   modules = lora_modules(model)
   names = {f"{PEFT_PREFIX}{n}.lora_{ab}.weight" for n in modules for ab in "AB"}
@@ -153,6 +154,6 @@ def load_adapter(model: nnx.Module, path: str) -> nnx.Module:
     raise CheckpointError(f"LoRA adapter {path!r}: tensors {sorted(set(tensors) - names)[:5]} "
                           f"unused, {sorted(names - set(tensors))[:5]} missing")
   for name, m in modules.items():
-    m.lora_a[...] = jnp.asarray(tensors[f"{PEFT_PREFIX}{name}.lora_A.weight"].T, m.lora_a[...].dtype)
-    m.lora_b[...] = jnp.asarray(tensors[f"{PEFT_PREFIX}{name}.lora_B.weight"].T, m.lora_b[...].dtype)
+    for ab, var in (("A", m.lora_a), ("B", m.lora_b)):
+      var[...] = jnp.asarray(tensors[f"{PEFT_PREFIX}{name}.lora_{ab}.weight"].T, var[...].dtype)
   return model

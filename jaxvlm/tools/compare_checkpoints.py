@@ -65,10 +65,11 @@ def compare(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], atol: floa
     d = np.abs(x - y)
     differ = int(np.count_nonzero(d > atol))
     norm_a, norm_d = float(np.linalg.norm(x)), float(np.linalg.norm(x - y))
+    rel = norm_d / norm_a if norm_a else (0.0 if norm_d == 0 else float("inf"))
     rows.append({"name": k, "shape": list(x.shape), "size": int(x.size), "n_differ": differ,
                  "share_differ": differ / max(x.size, 1), "mean_abs_diff": float(d.mean()),
                  "max_abs_diff": float(d.max(initial=0.0)),
-                 "relative_diff": norm_d / norm_a if norm_a else (0.0 if norm_d == 0 else float("inf"))})
+                 "relative_diff": rel})
     total += x.size
     n_diff += differ
     abs_sum += float(d.sum())

@@ -10,9 +10,10 @@ from flax import nnx
 
 @functools.cache
 def _remat_class(cls: type) -> type:
+  """A subclass of ``cls`` whose ``__call__`` runs under ``nnx.remat`` (keywords stay static)."""
   def __call__(self, *args, **kwargs):
     return nnx.remat(lambda module, *a: cls.__call__(module, *a, **kwargs))(self, *args)
-  return type(f"Remat{cls.__name__}", (cls,), {"__call__": __call__})
+  return type(f"Remat{cls.__name__}", (cls,), {"__call__": __call__, "_remat": True})
 
 
 def remat_modules(model: nnx.Module, pattern: str) -> int:
@@ -20,7 +21,8 @@ def remat_modules(model: nnx.Module, pattern: str) -> int:
   its ``__call__``; parameter names are unchanged. Returns the number of modules wrapped."""
   count = 0
   for path, module in nnx.iter_modules(model):
-    if path and re.search(pattern, ".".join(map(str, path))) and not type(module).__name__.startswith("Remat"):
+    name = ".".join(map(str, path))
+    if path and re.search(pattern, name) and not getattr(module, "_remat", False):
       module.__class__ = _remat_class(type(module))
       count += 1
   return count

@@ -147,7 +147,8 @@ class Trainer:
 
   # ----- step --------------------------------------------------------------------------------
   def _loss(self, params, frozen, rest, batch, rng):
-    model = nnx.merge(self.graphdef, params, frozen, rest, copy=True)  # fresh Variables: mutable here
+    # copy=True: fresh Variables owned by this trace, so reseeding / dropout may mutate them.
+    model = nnx.merge(self.graphdef, params, frozen, rest, copy=True)
     nnx.reseed(model, dropout=rng)
     loss, aux = self.loss_fn(model, batch, rng)
     return loss, aux
