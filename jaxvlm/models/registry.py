@@ -46,6 +46,7 @@ _FAMILY_MODULES = {
     "qwen2": "jaxvlm.models.llama.family",
     "llada": "jaxvlm.models.llada",
     "dream": "jaxvlm.models.dream",
+    "Dream": "jaxvlm.models.dream",
     "qwen2_5_vl": "jaxvlm.models.qwen2_5_vl",
     "internvl": "jaxvlm.models.internvl",
     "internvl_chat": "jaxvlm.models.internvl",
