@@ -273,8 +273,12 @@ class LlamaModel(nnx.Module):
     else:
       key_slots, key_valid = query_slots, (None if attention_mask is None else valid)
     windows = {cfg.layer_window(i) for i in range(cfg.num_hidden_layers)}
-    implicit = (cfg.attention_impl != "xla" and cache is None and attention_mask is None
-                and windows == {None} and attention_fn is None and not output_attentions)
+    # No mask array when nothing but the causal flag restricts attention: fused kernels then
+    # run unmasked. A bidirectional model's attention_fn gets mask=None (= attend everywhere).
+    unrestricted = (cache is None and attention_mask is None and windows == {None}
+                    and not output_attentions)
+    implicit = unrestricted and (not cfg.causal or (attention_fn is None
+                                                    and cfg.attention_impl != "xla"))
     masks = {w: None if implicit else make_mask(query_slots, key_slots, key_valid,
                                                  causal=cfg.causal, sliding_window=w)
              for w in windows}
@@ -335,7 +339,8 @@ class LlamaForCausalLM(nnx.Module):
       cache: a :class:`KVCache`; new keys/values are written at ``cache.index``.
       position_embeddings: precomputed ``(cos, sin)`` tables (multimodal RoPE) instead of ids.
       output_hidden_states / output_attentions: also return every layer's states / probabilities.
-      attention_fn: replaces the attention core (sparse attention); ``(q, k, v, mask, layer)``.
+      attention_fn: replaces the attention core (sparse attention); ``(q, k, v, mask, layer)``,
+        ``mask`` None when a bidirectional model attends everywhere (no padding).
       logits_to_keep: if > 0, compute logits for the last ``logits_to_keep`` positions only.
     """
     out = self.model(input_ids, attention_mask, position_ids, inputs_embeds, cache,
