@@ -2,7 +2,7 @@
 
 1. ``_index_kernel`` (one program per row): threshold search, tie-broken keep mask, positions
    by ``cumsum`` and one scatter that writes every output slot once (kept indices, then -1
-   pads): one pass over the scores, no sort.
+   pads; other tokens write to spare slots past ``max_k``): one pass over the scores, no sort.
 2. ``_gather_kernel`` (programs over row x slot chunks): loads the chosen feature rows by
    pointer gather and writes them contiguously.
 """
@@ -27,8 +27,10 @@ def _index_kernel(k_ref, scores_ref, idx_ref, *, max_k: int, radix_bits: int):
   iota = jnp.arange(keep.shape[0], dtype=jnp.int32)
   kept_upto = jnp.cumsum(keep.astype(jnp.int32))
   # Kept token -> its slot; the first unkept tokens write the -1 pads after the last kept
-  # slot (there are enough since max_k <= N); the rest go to the spare slot.
-  pad_slot = jnp.minimum(k[0, 0] + iota - kept_upto, max_k)
+  # slot (there are enough since max_k <= N); each other token has its own spare slot
+  # (stores to one shared address would serialise).
+  pad_rank = k[0, 0] + iota - kept_upto
+  pad_slot = jnp.where(pad_rank < max_k, pad_rank, max_k + iota)
   idx_ref[jnp.where(keep, kept_upto - 1, pad_slot)] = jnp.where(keep, iota, -1)
 
 
@@ -38,7 +40,7 @@ def _gather_kernel(idx_ref, feats_ref, out_ref):
   out_ref[...] = jnp.where(idx[:, None] >= 0, rows, 0).astype(out_ref.dtype)
 
 
-def indices(scores, counts, max_k: int, *, interpret: bool, num_warps: int = 4,
+def indices(scores, counts, max_k: int, *, interpret: bool, num_warps: int = 8,
             radix_bits: int = 2):
   """Kept indices ``[B, max_k]`` (ascending, -1 pads); N padded to a power of two."""
   b, n = scores.shape
@@ -50,8 +52,8 @@ def indices(scores, counts, max_k: int, *, interpret: bool, num_warps: int = 4,
       grid=(b,),
       in_specs=[pl.BlockSpec((b,), lambda i: (0,)),
                 pl.BlockSpec((None, n_pad), lambda i: (i, 0))],
-      out_specs=pl.BlockSpec((None, max_k + 1), lambda i: (i, 0)),
-      out_shape=jax.ShapeDtypeStruct((b, max_k + 1), jnp.int32),
+      out_specs=pl.BlockSpec((None, max_k + n_pad), lambda i: (i, 0)),
+      out_shape=jax.ShapeDtypeStruct((b, max_k + n_pad), jnp.int32),
       compiler_params=pltriton.CompilerParams(num_warps=num_warps, num_stages=1),
       interpret=interpret,
       name="select_tokens_indices",
@@ -59,7 +61,7 @@ def indices(scores, counts, max_k: int, *, interpret: bool, num_warps: int = 4,
   return out[:, :max_k]
 
 
-def gather(features, idx, *, interpret: bool, rows: int = 16, num_warps: int = 4):
+def gather(features, idx, *, interpret: bool, rows: int = 64, num_warps: int = 8):
   """``features[b, idx[b]]`` (zero rows for -1); ``D`` must be a power of two."""
   b, n, d = features.shape
   k = idx.shape[1]

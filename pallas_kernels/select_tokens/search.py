@@ -28,7 +28,7 @@ def kth_largest_key(key: jax.Array, k: jax.Array, radix_bits: int = 1) -> jax.Ar
   """Per row of ``key [R, N]``, the largest ``T`` with ``#(key >= T) >= k`` (``k [R, 1]``).
 
   ``T`` is built from the top bit down, ``radix_bits`` bits per step: each step counts the
-  keys at or above ``2**radix_bits - 1`` candidates in one reduction (fewer, wider steps).
+  keys at or above ``2**radix_bits`` candidates in one reduction (fewer, wider steps).
   """
   if 32 % radix_bits:
     raise ValueError(f"radix_bits: got {radix_bits}, expected a divisor of 32")
@@ -39,10 +39,11 @@ def kth_largest_key(key: jax.Array, k: jax.Array, radix_bits: int = 1) -> jax.Ar
       count = jnp.sum((key >= trial).astype(jnp.int32), axis=-1, keepdims=True)
       found = jnp.where(count >= k, found | _int32(1 << shift), found)
       continue
-    digits = jnp.arange(1, 1 << radix_bits, dtype=jnp.int32)
-    trials = (found | (digits << shift)) ^ _int32(1 << 31)  # [R, 2**bits - 1] signed keys
+    # Digit 0 always qualifies; it keeps the candidate count a power of two (Triton needs it).
+    digits = jnp.arange(1 << radix_bits, dtype=jnp.int32)
+    trials = (found | (digits << shift)) ^ _int32(1 << 31)  # [R, 2**bits] signed keys
     counts = jnp.sum((key[:, None, :] >= trials[:, :, None]).astype(jnp.int32), axis=-1)
-    digit = jnp.sum((counts >= k).astype(jnp.int32), axis=-1, keepdims=True)
+    digit = jnp.sum((counts >= k).astype(jnp.int32), axis=-1, keepdims=True) - 1
     found = found | (digit << shift)
   return found ^ _int32(1 << 31)
 
