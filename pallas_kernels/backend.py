@@ -6,13 +6,12 @@ import jax
 
 from jaxvlm.errors import ConfigError
 
-IMPLEMENTATIONS = ("mosaic_tpu", "mosaic_gpu", "triton", "xla")
-
 
 def resolve(implementation: str | None, available: tuple[str, ...]) -> str:
   """The backend to run: the one asked for (if this op has it) or the platform's default.
 
-  Default: ``mosaic_tpu`` on TPU, the op's GPU kernel on GPU, ``xla`` elsewhere.
+  Default: ``mosaic_tpu`` on TPU, the op's GPU kernel on GPU (``mosaic_gpu`` if it has one,
+  else ``triton``), ``xla`` elsewhere. Asking for a backend the op lacks is a ``ConfigError``.
   """
   if implementation is None:
     platform = jax.default_backend()

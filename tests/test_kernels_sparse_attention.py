@@ -171,3 +171,17 @@ def test_tpu_kernel_lowers_for_tpu(causal, segments):
   for fn in (f, jax.grad(f, argnums=(0, 1, 2))):
     exported = jax.export.export(jax.jit(fn), platforms=["tpu"])(*args)
     assert "tpu_custom_call" in exported.mlir_module()
+
+
+def test_bad_inputs_raise_named_errors():
+  from jaxvlm.errors import ConfigError, ShapeError
+  q, k, v = _qkv(_seed(), 1, 32, 32, 4, 2, 8)
+  sel = dense_selection(2, 32, 32, 16, 16)
+  with pytest.raises(ShapeError, match="selection.kv_block_indices"):
+    sparse_attention(q, k, v, dense_selection(2, 64, 32, 16, 16))
+  with pytest.raises(ShapeError, match="num_kv_heads"):
+    sparse_attention(q, k[:, :, :1].repeat(3, 2), v[:, :, :1].repeat(3, 2), sel)
+  with pytest.raises(ConfigError, match="implementation: got 'mosaic_gpu'"):
+    sparse_attention(q, k, v, sel, implementation="mosaic_gpu")
+  with pytest.raises(ShapeError, match="keep_ratio"):
+    selection_from_scores(jnp.zeros((1, 2, 2, 2)), jnp.ones(3), 16, 16)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxvlm.errors import ConfigError, ShapeError
 from pallas_kernels import backend
@@ -27,7 +28,8 @@ def select_tokens(scores: jax.Array, features: jax.Array, k: int | jax.Array, *,
   if scores.ndim != 2 or features.ndim != 3 or features.shape[:2] != scores.shape:
     raise ShapeError("scores/features", (scores.shape, features.shape), "[B, N] and [B, N, D]")
   b, n = scores.shape
-  if isinstance(k, int):
+  if isinstance(k, (int, np.integer)):
+    k = int(k)
     if not 0 <= k <= n:
       raise ConfigError("k", k, f"an int in [0, {n}]")
     max_k = k if max_k is None else max_k
