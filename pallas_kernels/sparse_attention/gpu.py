@@ -20,7 +20,7 @@ from jax.experimental.pallas import triton as pltriton
 
 from pallas_kernels.sparse_attention import tile
 from pallas_kernels.sparse_attention.config import AttentionSpec
-from pallas_kernels.sparse_attention.selection import block_mask_from_indices
+from pallas_kernels.sparse_attention.selection import transposed_selection
 
 
 def _dot_qk(q, k):
@@ -113,27 +113,6 @@ def forward(q, k, v, indices, counts, q_seg, kv_seg, spec: AttentionSpec):
   )(*args)
 
 
-def _transposed(indices, counts, num_kv_blocks: int):
-  """Per key block, the query blocks that selected it: ``([Bs, Hs, nK, nQ], [Bs, Hs, nK])``."""
-  mask = jnp.swapaxes(block_mask_from_indices(indices, counts, num_kv_blocks), 2, 3)
-  order = jnp.argsort(~mask, axis=-1, stable=True).astype(jnp.int32)
-  return order, jnp.sum(mask, axis=-1).astype(jnp.int32)
-
-
-def _tile_grads(q, k, v, do, lse2, delta, mask, scale):
-  """``P`` and ``dS / scale`` of one (query tile, key tile); ``lse2`` is base 2, +inf if empty."""
-  s = _dot_qk(q, k) * (scale * tile.LOG2E)
-  p = jnp.exp2(s - lse2)
-  if mask is not None:
-    p = jnp.where(mask, p, 0.0)
-  dp = _dot_qk(do, v)
-  return p, p * (dp - delta)
-
-
-def _base2_lse(lse):
-  return jnp.where(lse == tile.NEG_INF, jnp.inf, lse * tile.LOG2E)
-
-
 def _dq_kernel(idx_ref, cnt_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, *refs,
                spec: AttentionSpec):
   if spec.segments:
@@ -143,7 +122,7 @@ def _dq_kernel(idx_ref, cnt_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref
   qi = pl.program_id(0)
   bq, bk = spec.block_q, spec.block_k
   q, do = q_ref[...], do_ref[...]
-  lse2, delta = _base2_lse(lse_ref[...])[:, None], delta_ref[...][:, None]
+  lse2, delta = tile.base2_lse(lse_ref[...])[:, None], delta_ref[...][:, None]
   rows = qi * bq + jnp.arange(bq)[:, None]
   q_seg = qseg_ref[...][:, None] if spec.segments else None
   sub = _sub_block(bk, q.dtype)
@@ -157,7 +136,8 @@ def _dq_kernel(idx_ref, cnt_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref
       seg = (dict(q_seg=q_seg, kv_seg=kvseg_ref[pl.ds(start, sub)][None, :])
              if spec.segments else {})
       mask = tile.tile_mask(rows, cols, causal=spec.causal, kv_len=spec.kv_len, **seg)
-      _, ds = _tile_grads(q, k, v, do, lse2, delta, mask, spec.scale)
+      _, ds = tile.tile_grads(q, k, v, do, lse2, delta, scale=spec.scale, mask=mask,
+                              dot_qk=_dot_qk)
       dq = dq + _dot_pv(ds.astype(k.dtype), k)
     return dq
 
@@ -184,13 +164,14 @@ def _dkv_kernel(idx_ref, cnt_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_re
     for t in range(bq // sub):
       start = pl.multiple_of(block_start + t * sub, sub)
       q, do = q_ref[pl.ds(start, sub), :], do_ref[pl.ds(start, sub), :]
-      lse2 = _base2_lse(lse_ref[pl.ds(start, sub)])[:, None]
+      lse2 = tile.base2_lse(lse_ref[pl.ds(start, sub)])[:, None]
       delta = delta_ref[pl.ds(start, sub)][:, None]
       rows = start + jnp.arange(sub)[:, None]
       seg = (dict(q_seg=qseg_ref[pl.ds(start, sub)][:, None], kv_seg=kv_seg)
              if spec.segments else {})
       mask = tile.tile_mask(rows, cols, causal=spec.causal, kv_len=spec.kv_len, **seg)
-      p, ds = _tile_grads(q, k, v, do, lse2, delta, mask, spec.scale)
+      p, ds = tile.tile_grads(q, k, v, do, lse2, delta, scale=spec.scale, mask=mask,
+                              dot_qk=_dot_qk)
       dv = dv + _dot_pv(p.astype(do.dtype).T, do)
       dk = dk + _dot_pv(ds.astype(q.dtype).T, q)
     return dk, dv
@@ -207,7 +188,7 @@ def backward(q, k, v, out, lse, dout, indices, counts, q_seg, kv_seg, spec: Atte
   bq, bk = spec.block_q, spec.block_k
   nq, nk = sqp // bq, skp // bk
   delta = jnp.swapaxes(jnp.sum(out.astype(jnp.float32) * dout.astype(jnp.float32), -1), 1, 2)
-  t_indices, t_counts = _transposed(indices, counts, nk)
+  t_indices, t_counts = transposed_selection(indices, counts, nk)
   params = pltriton.CompilerParams(num_warps=spec.num_warps, num_stages=_stages(spec, q.dtype))
 
   def sel(bi, h):

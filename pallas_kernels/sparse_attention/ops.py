@@ -9,14 +9,13 @@ import jax.numpy as jnp
 
 from jaxvlm.errors import ConfigError, ShapeError
 from pallas_kernels import backend
-from pallas_kernels.sparse_attention import backward as backward_lib
 from pallas_kernels.sparse_attention import gpu, tpu
 from pallas_kernels.sparse_attention.config import AttentionSpec
 from pallas_kernels.sparse_attention.reference import sparse_attention_reference
 from pallas_kernels.sparse_attention.selection import BlockSelection
 
 _FORWARDS = {"mosaic_tpu": tpu.forward, "triton": gpu.forward}
-_BACKWARDS = {"mosaic_tpu": backward_lib.backward, "triton": gpu.backward}
+_BACKWARDS = {"mosaic_tpu": tpu.backward, "triton": gpu.backward}
 AVAILABLE = ("mosaic_tpu", "triton", "xla")
 # Sentinels for padded positions: a padded query matches no key, a padded key no query.
 _Q_PAD, _KV_PAD = -(2 ** 31), -(2 ** 31) + 1
@@ -61,8 +60,8 @@ def sparse_attention(q: jax.Array, k: jax.Array, v: jax.Array, selection: BlockS
   are not block multiples are padded here. ``implementation``: None (by platform),
   ``"mosaic_tpu"``, ``"triton"`` or ``"xla"`` (the reference); Pallas kernels run in interpret
   mode where the platform cannot compile them unless ``interpret`` says otherwise. Gradients:
-  a custom VJP (Triton: dQ and dK/dV Pallas kernels; Mosaic TPU: blockwise recompute in JAX,
-  see ``backward``); ``xla`` differentiates the reference. ``num_warps``/``num_stages`` tune
+  a custom VJP whose dQ and dK/dV are Pallas kernels of the same backend (recompute from the
+  forward's log-sum-exp); ``xla`` differentiates the reference. ``num_warps``/``num_stages`` tune
   the Triton kernels.
   """
   b, sq, hq, d = q.shape

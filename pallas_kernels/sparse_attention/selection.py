@@ -55,6 +55,15 @@ def block_mask_from_indices(indices: jax.Array, counts: jax.Array,
   return mask > 0
 
 
+def transposed_selection(indices: jax.Array, counts: jax.Array,
+                         num_kv_blocks: int) -> tuple[jax.Array, jax.Array]:
+  """Per key block, the query blocks that selected it (the dK/dV loop order), same format:
+  ``([Bs, Hs, nK, nQ], [Bs, Hs, nK])``."""
+  mask = jnp.swapaxes(block_mask_from_indices(indices, counts, num_kv_blocks), 2, 3)
+  sel = selection_from_block_mask(mask, 1, 1)
+  return sel.kv_block_indices, sel.kv_block_counts
+
+
 def selection_from_block_mask(block_mask: jax.Array, block_q: int, block_k: int,
                               max_blocks: int | None = None) -> BlockSelection:
   """Selection from a bool ``[Bs, Hs, nQ, nK]`` block mask (True = compute this tile).

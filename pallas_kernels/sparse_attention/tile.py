@@ -59,3 +59,16 @@ def finalize(m, l, acc):
   out = acc / jnp.where(empty, 1.0, l)
   lse = jnp.where(empty, NEG_INF, m / LOG2E + jnp.log(jnp.where(empty, 1.0, l)))
   return out, lse
+
+
+def base2_lse(lse):
+  """Log-sum-exp in base 2 for ``exp2`` recompute; ``+inf`` for empty rows so that ``P = 0``."""
+  return jnp.where(lse == NEG_INF, jnp.inf, lse * LOG2E)
+
+
+def tile_grads(q, k, v, do, lse2, delta, *, scale: float, mask, dot_qk: Callable):
+  """``P`` and ``dS / scale`` of one (query tile, key tile) from the forward's ``lse2``."""
+  p = jnp.exp2(dot_qk(q, k) * (scale * LOG2E) - lse2)
+  if mask is not None:
+    p = jnp.where(mask, p, 0.0)
+  return p, p * (dot_qk(do, v) - delta)
