@@ -48,11 +48,17 @@ def keep_ratio_tables(kcfg: ml_collections.ConfigDict, name: str, geometry, rng,
       keep = kr.keep_ratios(weights, select, mode, kcfg.min_keep)
       keeps[mode, select] = keep
       tables[mode].append(kr.keep_ratio_summary(keep, select, weights))
-  fig, axes = plt.subplots(len(kcfg.modes), len(kcfg.selects), squeeze=False,
-                           figsize=(2.2 * len(kcfg.selects), 2.6 * len(kcfg.modes)))
-  for (mode, select), ax in zip(keeps, axes.ravel()):
+  fig, axes = plt.subplots(len(kcfg.modes), len(kcfg.selects), squeeze=False, sharex=True,
+                           sharey=True, layout="constrained",
+                           figsize=(1.9 * len(kcfg.selects) + 1.2, 2.4 * len(kcfg.modes)))
+  for (mode, select), ax in zip(keeps, axes.flat):
     im = ax.imshow(keeps[mode, select], aspect="auto", vmin=0.0, vmax=1.0, cmap="viridis")
-    ax.set(title=f"{mode} s={select}", xlabel="kv head", ylabel="layer")
+    ax.set_title(f"select {select}", fontsize=9)
+  for row, mode in zip(axes, kcfg.modes):
+    row[0].set_ylabel(f"{mode}\nlayer")
+  for ax in axes[-1]:
+    ax.set_xlabel("KV head")
+  fig.suptitle(f"{name}: per-head keep ratios")
   fig.colorbar(im, ax=axes, shrink=0.8, label="keep ratio")
   fig.savefig(os.path.join(workdir, f"keep_ratio_{name}.png"), dpi=90)
   plt.close(fig)
@@ -68,7 +74,7 @@ def _markdown_tables(name: str, result: dict, heatmap_select: float) -> list[str
               "|---|---|---|---|---|"]
     for r in rows:
       lines.append(f"| {r['select']:.1f} | {r['target_mean']:.1%} | {r['actual_mean']:.1%} | "
-                   f"{r['deviation']:.1%} | {r['heads_at_cap']}/{r['num_heads']} "
+                   f"{round(r['deviation'], 4) + 0.0:.1%} | {r['heads_at_cap']}/{r['num_heads']} "
                    f"({r['frac_at_cap']:.1%}) |")
     r = rows[0]
     lines += ["", f"Relative weights: global mean {r['weight_mean']:.4f}, range "
