@@ -81,7 +81,7 @@ def test_parity_features_logits_hidden_and_greedy(setup):
                           mm_token_type_ids=torch.tensor((ids == IMG).astype(np.int64)),
                           max_new_tokens=16, min_new_tokens=16, do_sample=False).numpy()
   with jax.default_matmul_precision("highest"):
-    gen = generate(model, ids, mask, 16, **model.prepare_inputs(ids, mask, px, grid))
+    gen = generate(model, ids, mask, 16, pixel_values=px, image_grid_thw=grid)
   np.testing.assert_array_equal(np.asarray(gen.sequences), ref_gen)
 
 

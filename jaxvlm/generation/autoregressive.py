@@ -2,7 +2,9 @@
 
 Works for any model with ``init_cache(batch, max_len)`` and the decoder call signature
 (``input_ids | inputs_embeds, attention_mask, cache, logits_to_keep``). Multimodal models may
-define ``prefill_inputs(input_ids, attention_mask, **kwargs) -> (call_kwargs, decode_kwargs)``:
+define ``prepare_inputs(input_ids, attention_mask, **kwargs) -> kwargs``, run on the host before
+compilation (work whose shapes depend on the inputs, such as Qwen2.5-VL's image grids), and
+``prefill_inputs(input_ids, attention_mask, **kwargs) -> (call_kwargs, decode_kwargs)``:
 the first dict is passed to the prefill call (e.g. ``inputs_embeds`` with merged visual features,
 position tables), the second to every decode call (e.g. M-RoPE ``rope_deltas``). The returned
 ``sequences`` always hold the prompt ids followed by the generated ids.
@@ -89,6 +91,8 @@ def generate(model: nnx.Module, input_ids, attention_mask=None, max_new_tokens: 
   _validate(input_ids, attention_mask, max_new_tokens, temperature, top_k, top_p)
   eos = tuple(np.atleast_1d(eos_token_id).tolist()) if eos_token_id is not None else ()
   rng = jax.random.key(0) if rng is None else rng
+  if model_kwargs and hasattr(model, "prepare_inputs"):
+    model_kwargs = model.prepare_inputs(input_ids, attention_mask, **model_kwargs)
   graphdef, state = nnx.split(model)
   new_tokens, num = _generate_jit(graphdef, state, input_ids, attention_mask, rng, model_kwargs,
                                   max_new_tokens=max_new_tokens, temperature=float(temperature),

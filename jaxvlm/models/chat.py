@@ -16,8 +16,8 @@ def chat(model: nnx.Module, processor, images: Sequence, text: str, max_new_toke
          **generate_kwargs) -> str:
   """Greedy answer of ``model`` to one user turn (``images`` then ``text``).
 
-  The prompt is the processor's chat template; image tensors from the processor are turned into
-  model inputs by ``model.prepare_inputs`` (vision encoding, positions) when the model has it.
+  The prompt is the processor's chat template; the processor's image tensors go to ``generate``
+  (which runs the model's ``prepare_inputs``, e.g. vision encoding and M-RoPE positions).
   Generation stops at the tokenizer's EOS; the answer is decoded without special tokens.
   """
   images = list(images or [])
@@ -27,8 +27,6 @@ def chat(model: nnx.Module, processor, images: Sequence, text: str, max_new_toke
   enc = processor(text=[prompt], images=images or None, return_tensors="np")
   ids, mask = enc["input_ids"], enc["attention_mask"]
   visual = {k: v for k, v in enc.items() if k not in _TEXT_MARKERS}
-  if hasattr(model, "prepare_inputs"):
-    visual = model.prepare_inputs(ids, mask, **visual)
   tok = processor.tokenizer
   generate_kwargs.setdefault("eos_token_id", tok.eos_token_id)
   generate_kwargs.setdefault("pad_token_id", tok.pad_token_id or 0)

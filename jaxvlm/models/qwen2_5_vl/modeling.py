@@ -155,11 +155,14 @@ class Qwen2_5_VLForConditionalGeneration(nnx.Module):
     return _encode(self.visual, jnp.asarray(pixel_values), grid)
 
   def prepare_inputs(self, input_ids, attention_mask=None, pixel_values=None,
-                     image_grid_thw=None) -> dict[str, jax.Array]:
+                     image_grid_thw=None, **prepared) -> dict[str, jax.Array]:
     """Host-side part of a prompt for :func:`jaxvlm.generation.generate`: encoded visual
-    features (checked against the placeholders), M-RoPE ids and ``rope_deltas``."""
+    features (checked against the placeholders), M-RoPE ids and ``rope_deltas``.
+
+    Already prepared inputs (no ``pixel_values``) pass through unchanged.
+    """
     if pixel_values is None:
-      return {}
+      return prepared
     features = self.encode_images(pixel_values, image_grid_thw)
     n = int(np.sum(np.asarray(input_ids) == self.config.image_token_id))
     if n != features.shape[0]:
