@@ -9,11 +9,10 @@ import os
 
 import jax
 import numpy as np
-import pytest
 from flax import nnx
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch  # noqa: E402
+import transformers  # noqa: E402
 
 from safetensors.numpy import save_file  # noqa: E402
 

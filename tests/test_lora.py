@@ -5,7 +5,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from flax import nnx
 
 from jaxvlm.layers import lora
@@ -65,9 +64,9 @@ def test_merge_gives_adapter_logits():
 
 
 def test_peft_round_trip(tmp_path):
-  torch = pytest.importorskip("torch")
-  transformers = pytest.importorskip("transformers")
-  peft = pytest.importorskip("peft")
+  import torch
+  import transformers
+  import peft
   from jaxvlm.models import load_pretrained
   torch.manual_seed(0)
   config = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,

@@ -6,8 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch  # noqa: E402
+import transformers  # noqa: E402
 
 from conftest import assert_rel_close  # noqa: E402
 from jaxvlm.generation import generate  # noqa: E402

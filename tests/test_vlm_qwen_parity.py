@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch  # noqa: E402
+import transformers  # noqa: E402
 
 from jaxvlm.generation import generate  # noqa: E402
 from jaxvlm.models import load_pretrained, save_pretrained  # noqa: E402
