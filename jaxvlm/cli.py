@@ -22,21 +22,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+  """The ``jaxvlm`` parser; only ``command``'s module is imported to add its arguments."""
   parser = argparse.ArgumentParser(prog="jaxvlm", description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest="command", metavar="COMMAND")
   for name, (module, help_text) in COMMANDS.items():
     p = sub.add_parser(name, help=help_text, description=help_text)
     p.set_defaults(_module=module)
-    if name in sys.argv[1:2]:  # only the chosen subcommand imports its module
+    if name == command:
       importlib.import_module(module).add_arguments(p)
   return parser
 
 
 def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
-  sys.argv = [sys.argv[0], *argv]
-  parser = build_parser()
+  parser = build_parser(argv[0] if argv else None)
   args, unknown = parser.parse_known_args(argv)
   if args.command is None:
     parser.print_help()

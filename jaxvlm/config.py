@@ -11,6 +11,7 @@ import ast
 import importlib.util
 import os
 import pathlib
+import time
 
 import ml_collections
 
@@ -102,11 +103,6 @@ def _parse_like(raw: str, current, key: str):
   return value
 
 
-def config_to_dict(config: ml_collections.ConfigDict) -> dict:
-  return config.to_dict()
-
-
 def default_workdir(name: str) -> str:
-  import time
-  stamp = time.strftime("%Y%m%d-%H%M%S")
-  return os.path.join("runs", f"{name}-{stamp}")
+  """``runs/<name>-<YYYYmmdd-HHMMSS>``."""
+  return os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -15,6 +15,7 @@ import sys
 
 from jaxvlm import config as config_lib
 from jaxvlm.errors import ConfigError
+from jaxvlm.io import write_json
 
 ACCEPTS_EXTRA_ARGS = True
 DEFAULT_CONFIG = "configs/sft.py:tiny"
@@ -47,8 +48,7 @@ def run_config(spec: str, overrides=(), workdir: str | None = None) -> tuple[str
     raise ConfigError("experiment", None, "a config field naming a script in experiments/")
   workdir = workdir or config_lib.default_workdir(cfg.experiment)
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    json.dump(cfg.to_dict(), f, indent=2, default=str)
+  write_json(os.path.join(workdir, "config.json"), cfg.to_dict())
   print(f"[jaxvlm] run folder: {os.path.abspath(workdir)}", flush=True)
   summary = load_experiment(cfg.experiment)(cfg, workdir)
   return workdir, summary

@@ -38,6 +38,17 @@ def assert_rel_close(ours, ref, rtol: float = 1e-4, where: str = ""):
   assert err <= rtol * scale, f"{where}: max abs err {err:.3e} > {rtol} * {scale:.3e}"
 
 
+def perturb_(model, *name_parts: str, scale: float = 0.3):
+  """Adds ``scale``·N(0, 1) noise in place to every torch parameter whose name contains one of
+  ``name_parts``, moving norms, biases and layer scales away from their constant init."""
+  import torch
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      if any(part in name for part in name_parts):
+        p.add_(scale * torch.randn_like(p))
+  return model
+
+
 @pytest.fixture
 def rng():
   """Fresh randomness per test (seed printed on failure through the test id)."""

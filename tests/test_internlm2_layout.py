@@ -16,7 +16,7 @@ import transformers  # noqa: E402
 
 from safetensors.numpy import save_file  # noqa: E402
 
-from conftest import assert_rel_close  # noqa: E402
+from conftest import assert_rel_close, perturb_  # noqa: E402
 from jaxvlm.models import load_pretrained, registry, save_pretrained, weights  # noqa: E402
 
 H, HEADS, KV, D, INTER, VOCAB, LAYERS = 64, 4, 2, 16, 96, 128, 2
@@ -70,10 +70,7 @@ def llama_reference(seed=0):
                                  vocab_size=VOCAB, rms_norm_eps=1e-6, rope_theta=1e6,
                                  max_position_embeddings=4096)
   model = transformers.LlamaForCausalLM(cfg).eval()
-  with torch.no_grad():
-    for name, p in model.named_parameters():
-      if "norm" in name:
-        p.add_(0.3 * torch.randn_like(p))
+  perturb_(model, "norm")
   return model
 
 
@@ -145,10 +142,7 @@ def test_internvl_chat_layout_matches_hf_internvl(tmp_path):
                        max_position_embeddings=4096),
       image_token_id=IMG, tie_word_embeddings=False)
   hf = transformers.InternVLForConditionalGeneration(hf_cfg).eval()
-  with torch.no_grad():
-    for name, p in hf.named_parameters():
-      if "lambda" in name or "norm" in name:
-        p.add_(0.3 * torch.randn_like(p))
+  perturb_(hf, "lambda", "norm")
   hf.save_pretrained(tmp_path / "hf")
   saved = weights.read_safetensors_folder(str(tmp_path / "hf"))
   state = {n: saved.get(n) for n in saved.keys()}

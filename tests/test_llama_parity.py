@@ -7,7 +7,7 @@ import torch
 import transformers
 
 import jax
-from conftest import assert_rel_close
+from conftest import assert_rel_close, perturb_
 from jaxvlm.generation import generate
 from jaxvlm.models import load_pretrained, save_pretrained
 
@@ -37,10 +37,7 @@ def build_hf(name: str, tmp_path, seed: int):
   config = config_cls(**{**BASE, **extra})
   config._attn_implementation = "eager"
   model = model_cls(config).eval()
-  with torch.no_grad():  # non-trivial norms and biases
-    for n, p in model.named_parameters():
-      if n.endswith("norm.weight") or n.endswith(".bias"):
-        p.add_(0.1 * torch.randn_like(p))
+  perturb_(model, "norm.weight", ".bias", scale=0.1)
   path = tmp_path / name
   model.save_pretrained(path)
   return model, str(path)

@@ -9,7 +9,7 @@ import pytest
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from conftest import assert_rel_close  # noqa: E402
+from conftest import assert_rel_close, perturb_  # noqa: E402
 from jaxvlm.errors import ShapeError  # noqa: E402
 from jaxvlm.models import load_pretrained, save_pretrained  # noqa: E402
 from jaxvlm.models.clip.modeling import bicubic_matrix  # noqa: E402
@@ -30,10 +30,7 @@ def tiny_hf_model(seed=0, **overrides):
                        vocab_size=VOCAB),
       image_token_id=IMG, image_seq_length=TOKENS, **overrides)
   model = transformers.InternVLForConditionalGeneration(cfg).eval()
-  with torch.no_grad():  # layer scales and norms away from their constant init
-    for name, p in model.named_parameters():
-      if "lambda" in name or "norm" in name:
-        p.add_(0.3 * torch.randn_like(p))
+  perturb_(model, "lambda", "norm")
   return model
 
 
@@ -85,10 +82,7 @@ def test_vision_variants_qk_norm_rms_norm_final_norm(tmp_path):
   cfg.vision_config.use_qk_norm, cfg.vision_config.norm_type = True, "rms_norm"
   cfg.vision_config.use_mean_pooling = False
   hf = transformers.InternVLForConditionalGeneration(cfg).eval()
-  with torch.no_grad():
-    for name, p in hf.named_parameters():
-      if "lambda" in name or "norm" in name:
-        p.add_(0.3 * torch.randn_like(p))
+  perturb_(hf, "lambda", "norm")
   hf.save_pretrained(str(tmp_path))
   model = load_pretrained(str(tmp_path))
   px = np.random.default_rng(2).standard_normal((2, 3, SIDE, SIDE)).astype(np.float32)

@@ -9,7 +9,7 @@ import pytest
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from conftest import assert_rel_close  # noqa: E402
+from conftest import assert_rel_close, perturb_  # noqa: E402
 from jaxvlm.generation import generate  # noqa: E402
 from jaxvlm.models import load_pretrained  # noqa: E402
 from jaxvlm.models import multimodal as mm  # noqa: E402
@@ -31,10 +31,7 @@ def tiny_hf_model(seed=0):
                        vocab_size=VOCAB),
       image_token_index=IMG, image_seq_length=TOKENS)
   model = transformers.LlavaForConditionalGeneration(cfg).eval()
-  with torch.no_grad():
-    for name, p in model.named_parameters():
-      if "norm" in name:
-        p.add_(0.3 * torch.randn_like(p))
+  perturb_(model, "norm")
   return model
 
 
