@@ -64,3 +64,16 @@ def markdown_table(rows: list[dict]) -> str:
     lines.append("| " + " | ".join(f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k])
                                    for k in keys) + " |")
   return "\n".join(lines)
+
+
+def per_call_seconds(fn: Callable, *args, iters: int = 10, reps: int = 7) -> float:
+  """Median seconds per call of a jitted ``fn`` (``iters`` back-to-back calls per repeat)."""
+  return median_seconds(lambda: [fn(*args) for _ in range(iters)], iters=reps) / iters
+
+
+def try_per_call_seconds(fn: Callable, *args, **kw) -> tuple[float, str]:
+  """``per_call_seconds`` or ``(nan, error)``: a missing optional baseline must not stop a run."""
+  try:
+    return per_call_seconds(fn, *args, **kw), ""
+  except Exception as e:  # noqa: BLE001 -- reported in the benchmark's notes
+    return float("nan"), f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"

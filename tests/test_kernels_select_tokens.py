@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pallas_kernels import select_tokens, select_tokens_above, select_tokens_reference
-from pallas_kernels.select_tokens import tpu
+from pallas_kernels.select_tokens import mosaic_tpu
 
 KERNELS = ("mosaic_tpu", "triton")
 
@@ -56,7 +56,7 @@ def test_ragged_budgets_and_threshold(impl):
 
 def test_threshold_kernel_lowers_for_tpu():
   def f(scores, counts):
-    return tpu.threshold(scores, counts, interpret=False)
+    return mosaic_tpu.threshold(scores, counts, interpret=False)
 
   exported = jax.export.export(jax.jit(f), platforms=["tpu"])(
       jax.ShapeDtypeStruct((64, 4096), jnp.float32), jax.ShapeDtypeStruct((64,), jnp.int32))

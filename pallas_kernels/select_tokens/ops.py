@@ -8,7 +8,7 @@ import numpy as np
 
 from jaxvlm.errors import ConfigError, ShapeError
 from pallas_kernels import backend
-from pallas_kernels.select_tokens import gpu, tpu
+from pallas_kernels.select_tokens import mosaic_tpu, triton
 from pallas_kernels.select_tokens.reference import (TokenSelection, gather_rows,
                                                     select_tokens_reference)
 
@@ -43,11 +43,11 @@ def select_tokens(scores: jax.Array, features: jax.Array, k: int | jax.Array, *,
     return select_tokens_reference(scores, features, counts, max_k)
   interp = backend.interpret_default(impl) if interpret is None else interpret
   if impl == "mosaic_tpu":
-    idx = tpu.indices(scores, counts, max_k, interpret=interp)
+    idx = mosaic_tpu.indices(scores, counts, max_k, interpret=interp)
     return TokenSelection(idx, gather_rows(features, idx), counts)
-  idx = gpu.indices(scores, counts, max_k, interpret=interp)
+  idx = triton.indices(scores, counts, max_k, interpret=interp)
   d = features.shape[-1]
-  feats = (gpu.gather(features, idx, interpret=interp) if d & (d - 1) == 0
+  feats = (triton.gather(features, idx, interpret=interp) if d & (d - 1) == 0
            else gather_rows(features, idx))
   return TokenSelection(idx, feats, counts)
 

@@ -9,13 +9,13 @@ import jax.numpy as jnp
 
 from jaxvlm.errors import ConfigError, ShapeError
 from pallas_kernels import backend
-from pallas_kernels.sparse_attention import gpu, tpu
+from pallas_kernels.sparse_attention import mosaic_tpu, triton
 from pallas_kernels.sparse_attention.config import AttentionSpec
 from pallas_kernels.sparse_attention.reference import sparse_attention_reference
 from pallas_kernels.sparse_attention.selection import BlockSelection
 
-_FORWARDS = {"mosaic_tpu": tpu.forward, "triton": gpu.forward}
-_BACKWARDS = {"mosaic_tpu": tpu.backward, "triton": gpu.backward}
+_FORWARDS = {"mosaic_tpu": mosaic_tpu.forward, "triton": triton.forward}
+_BACKWARDS = {"mosaic_tpu": mosaic_tpu.backward, "triton": triton.backward}
 AVAILABLE = ("mosaic_tpu", "triton", "xla")
 # Sentinels for padded positions: a padded query matches no key, a padded key no query.
 _Q_PAD, _KV_PAD = -(2 ** 31), -(2 ** 31) + 1

@@ -1,0 +1,86 @@
+"""GPU benchmark of ``select_tokens`` against ``lax.top_k`` + sort + gather (same run).
+
+Usage: python benchmarks/bench_select_tokens.py [OUT_DIR]   (default: $OUT or .)
+Prints a Markdown table and writes bench_select_tokens.json. Times are medians over repeats
+of back-to-back calls after warm-up. The floor is the fewest bytes the op must move (read the
+scores and the kept rows, write the rows and the indices) over the copy bandwidth measured
+in the same run.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+
+from benchmarks.timing import environment, per_call_seconds, try_per_call_seconds
+from jaxvlm.io import write_json
+from pallas_kernels import select_tokens
+from pallas_kernels.select_tokens import triton
+from pallas_kernels.select_tokens.reference import gather_rows
+
+
+def copy_bandwidth() -> float:
+  """Bytes per second of an elementwise copy of 512 MiB (read + write)."""
+  x = jax.random.normal(jax.random.key(9), (1 << 28,), jnp.bfloat16)
+  return 2 * x.nbytes / per_call_seconds(jax.jit(lambda a: a * 1), x)
+
+
+def variants(b, n, kk, scores, feats):
+  """Name -> function of (scores, feats): the anchor first, then ours and its sub-kernels."""
+  counts = jnp.full((b,), kk, jnp.int32)
+  idx = select_tokens(scores, feats, kk, implementation="xla").indices
+
+  def anchor(scores, feats):
+    _, top = jax.lax.top_k(scores, kk)
+    top = jnp.sort(top, axis=1)
+    return top, jnp.take_along_axis(feats, top[..., None], axis=1)
+
+  out = {
+      "lax.top_k + sort + take_along_axis (anchor)": anchor,
+      "lax.top_k only": lambda s, f: jax.lax.top_k(s, kk),
+      "select_tokens xla (reference)": functools.partial(select_tokens, k=kk,
+                                                         implementation="xla"),
+      "select_tokens triton": functools.partial(select_tokens, k=kk, implementation="triton"),
+  }
+  for bits, warps in ((1, 4), (2, 4), (2, 8), (4, 8)):  # the index kernel alone
+    out[f"  indices kernel radix_bits={bits} num_warps={warps}"] = functools.partial(
+        lambda s, f, **kw: triton.indices(s, counts, kk, interpret=False, **kw),
+        radix_bits=bits, num_warps=warps)
+  for rows, warps in ((16, 4), (32, 4), (32, 8), (64, 8)):  # the gather alone
+    out[f"  gather kernel rows={rows} num_warps={warps}"] = functools.partial(
+        lambda s, f, **kw: triton.gather(f, idx, interpret=False, **kw), rows=rows,
+        num_warps=warps)
+  out["  XLA gather (take_along_axis)"] = lambda s, f: gather_rows(f, idx)
+  return out
+
+
+def main(out_dir: str):
+  b, n, kk, d = 64, 4096, 1024, 1024
+  ks = jax.random.split(jax.random.key(1), 2)
+  scores = jax.random.normal(ks[0], (b, n), jnp.float32)
+  feats = jax.random.normal(ks[1], (b, n, d), jnp.bfloat16)
+  bandwidth = copy_bandwidth()
+  floor = (scores.nbytes + 2 * b * kk * d * 2 + b * kk * 4) / bandwidth
+  rows = []
+  for name, fn in variants(b, n, kk, scores, feats).items():
+    t, err = try_per_call_seconds(jax.jit(fn), scores, feats)
+    rows.append(dict(name=name, time=t, err=err))
+  base = rows[0]["time"]
+  print(f"\n## select_tokens  B={b} N={n} K={kk} D={d} bf16 features, f32 scores\n")
+  print(f"copy bandwidth {bandwidth / 1e12:.2f} TB/s, floor {floor * 1e6:.1f} µs\n")
+  print("| variant | µs | speed-up vs anchor | fraction of bandwidth floor |")
+  print("|---|---|---|---|")
+  for r in rows:
+    print(f"| {r['name']} | {r['time'] * 1e6:.1f} | {base / r['time']:.2f}x | "
+          f"{floor / r['time']:.2f} |{' ' + r['err'] if r['err'] else ''}")
+  os.makedirs(out_dir, exist_ok=True)
+  write_json(os.path.join(out_dir, "bench_select_tokens.json"),
+             dict(environment=environment(), bandwidth=bandwidth, floor=floor, rows=rows))
+
+
+if __name__ == "__main__":
+  main(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("OUT", "."))
