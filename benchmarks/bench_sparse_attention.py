@@ -20,6 +20,14 @@ from jaxvlm.io import write_json
 from pallas_kernels import blocks_for_ratio, selection_from_scores, sparse_attention
 
 
+# Per backend, the tuning configurations tried at keep 1.0.
+TUNING = {
+    "mosaic_gpu": [dict(num_stages=2)],
+    "triton": [dict(num_warps=8, num_stages=2), dict(num_warps=8, num_stages=3),
+               dict(num_warps=4, num_stages=3)],
+}
+
+
 def bench_attention(rows, notes):
   b, s, hq, hkv, d, blk = 1, 8192, 32, 8, 128, 128
   ks = jax.random.split(jax.random.key(0), 5)
@@ -61,30 +69,27 @@ def bench_attention(rows, notes):
   notes += [f"tokamax: {err}"] if err else []
 
   scores = jax.random.uniform(ks[4], (1, hkv, nb, nb))
-  configs = [(8, 2), (8, 3), (4, 3)]
-  best = None
-  for warps, stages in configs:  # tune at keep 1.0, reuse the best for sparse ratios
-    sel = selection_from_scores(scores, 1.0, blk, blk)
-    fn = jax.jit(functools.partial(sparse_attention, selection=sel, implementation="triton",
-                                   num_warps=warps, num_stages=stages))
-    t, err = try_per_call_seconds(fn, q, k, v)
-    notes += [f"triton w{warps} s{stages}: {err}"] if err else []
-    notes.append(f"sparse keep 1.0 num_warps={warps} num_stages={stages}: {t * 1e3:.3f} ms")
-    if not math.isnan(t) and (best is None or t < best[0]):
-      best = (t, warps, stages)
-  if best is None:
-    return
-  _, warps, stages = best
-  for keep in (1.0, 0.5, 0.3, 0.1):
-    nsel = int(blocks_for_ratio(keep, nb))
-    sel = selection_from_scores(scores, keep, blk, blk, max_blocks=nsel)
-    fn = functools.partial(sparse_attention, selection=sel, implementation="triton",
-                           num_warps=warps, num_stages=stages)
-    t_fwd = per_call_seconds(jax.jit(fn), q, k, v)
-    t_bwd, err = try_per_call_seconds(grad_of(fn), q, k, v, iters=3, reps=3)
-    notes += [f"sparse bwd keep {keep}: {err}"] if err else []
-    rows.append(dict(name=f"sparse triton w{warps}s{stages}", keep=keep, fwd=t_fwd, bwd=t_bwd,
-                     flops=dense_flops * nsel / nb))
+  for impl, configs in TUNING.items():
+    best = None
+    for cfg in configs:  # tune at keep 1.0, reuse the best for the sparse ratios
+      sel = selection_from_scores(scores, 1.0, blk, blk)
+      fn = jax.jit(functools.partial(sparse_attention, selection=sel, implementation=impl, **cfg))
+      t, err = try_per_call_seconds(fn, q, k, v)
+      notes.append(f"{impl} keep 1.0 {cfg}: {t * 1e3:.3f} ms {err}".rstrip())
+      if not math.isnan(t) and (best is None or t < best[0]):
+        best = (t, cfg)
+    if best is None:
+      continue
+    cfg = best[1]
+    for keep in (1.0, 0.5, 0.3, 0.1):
+      nsel = int(blocks_for_ratio(keep, nb))
+      sel = selection_from_scores(scores, keep, blk, blk, max_blocks=nsel)
+      fn = functools.partial(sparse_attention, selection=sel, implementation=impl, **cfg)
+      t_fwd = per_call_seconds(jax.jit(fn), q, k, v)
+      t_bwd, err = try_per_call_seconds(grad_of(fn), q, k, v, iters=3, reps=3)
+      notes += [f"{impl} bwd keep {keep}: {err}"] if err else []
+      rows.append(dict(name=f"sparse {impl} {cfg}", keep=keep, fwd=t_fwd, bwd=t_bwd,
+                       flops=dense_flops * nsel / nb))
 
 
 def main(out_dir: str):

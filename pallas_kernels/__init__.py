@@ -1,6 +1,7 @@
 """Pallas kernels: block-sparse attention and token selection, each with a pure-JAX reference.
 
-Every op takes ``implementation=None | "mosaic_tpu" | "triton" | "xla"`` (None: by platform);
+Every op takes ``implementation=None | "mosaic_tpu" | "mosaic_gpu" | "triton" | "xla"`` (None: by
+platform; ``mosaic_gpu`` is sparse attention's Hopper kernel);
 see ``pallas_kernels.backend``.
 """
 

@@ -181,7 +181,7 @@ def test_bad_inputs_raise_named_errors():
     sparse_attention(q, k, v, dense_selection(2, 64, 32, 16, 16))
   with pytest.raises(ShapeError, match="num_kv_heads"):
     sparse_attention(q, k[:, :, :1].repeat(3, 2), v[:, :, :1].repeat(3, 2), sel)
-  with pytest.raises(ConfigError, match="implementation: got 'mosaic_gpu'"):
+  with pytest.raises(ConfigError, match="implementation: got 'mosaic_gpu', expected a Hopper"):
     sparse_attention(q, k, v, sel, implementation="mosaic_gpu")
   with pytest.raises(ShapeError, match="keep_ratio"):
     selection_from_scores(jnp.zeros((1, 2, 2, 2)), jnp.ones(3), 16, 16)

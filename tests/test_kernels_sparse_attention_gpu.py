@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxvlm.errors import ConfigError
 from pallas_kernels import selection_from_scores, sparse_attention, sparse_attention_reference
 
 pytestmark = [pytest.mark.gpu,
@@ -21,9 +22,11 @@ def _rel(x, ref):
   return np.linalg.norm(x - ref) / np.linalg.norm(ref)
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-@pytest.mark.parametrize("causal,keep,group", [(False, 0.3, 4), (True, 1.0, 8), (False, 1.0, 1)])
-def test_sparse_attention_gpu(dtype, causal, keep, group):
+@pytest.mark.parametrize("impl,dtype", [("triton", jnp.float32), ("triton", jnp.bfloat16),
+                                        ("mosaic_gpu", jnp.bfloat16)])
+@pytest.mark.parametrize("causal,keep,group", [(False, 0.3, 4), (True, 1.0, 8), (False, 1.0, 1),
+                                               (True, 0.1, 4)])
+def test_sparse_attention_gpu(impl, dtype, causal, keep, group):
   seed = int(np.random.default_rng().integers(1 << 30))
   ks = jax.random.split(jax.random.key(seed), 5)
   b, s, hkv, d, blk = 2, 1000, 2, 128, 128  # 1000: padded to 1024 inside
@@ -44,9 +47,20 @@ def test_sparse_attention_gpu(dtype, causal, keep, group):
         lambda *a: loss(lambda *x: sparse_attention_reference(*x, sel, causal=causal), *a),
         argnums=(0, 1, 2))(*up(q, k, v))
     ref_out = sparse_attention_reference(*up(q, k, v), sel, causal=causal)
-  fn = lambda *x: sparse_attention(*x, sel, causal=causal, implementation="triton")
+  fn = lambda *x: sparse_attention(*x, sel, causal=causal, implementation=impl)
   out = fn(q, k, v)
   grads = jax.grad(lambda *a: loss(fn, *a), argnums=(0, 1, 2))(q, k, v)
   assert out.dtype == dtype and _rel(out, ref_out) < TOL[dtype]
   for g, r in zip(grads, ref_grads):
     assert np.all(np.isfinite(np.asarray(g, np.float32))) and _rel(g, r) < 2 * TOL[dtype]
+
+
+def test_mosaic_gpu_refuses_what_it_cannot_run():
+  q = jnp.zeros((1, 256, 2, 128), jnp.float32)
+  sel = selection_from_scores(jnp.ones((1, 2, 2, 2)), 1.0, 128, 128)
+  with pytest.raises(ConfigError, match="implementation.*float32"):
+    sparse_attention(q, q, q, sel, implementation="mosaic_gpu")
+  seg = jnp.zeros((1, 256), jnp.int32)
+  with pytest.raises(ConfigError, match="segment"):
+    sparse_attention(q.astype(jnp.bfloat16), q.astype(jnp.bfloat16), q.astype(jnp.bfloat16), sel,
+                     q_segment_ids=seg, kv_segment_ids=seg, implementation="mosaic_gpu")

@@ -21,7 +21,7 @@ class AttentionSpec:
   scale: float
   interpret: bool = False
   num_warps: int = 8  # GPU (Triton) only
-  num_stages: int = 2  # GPU (Triton) only
+  num_stages: int = 2  # GPU only: Triton pipeline depth, Mosaic GPU K/V buffers
 
   @property
   def kv_group(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -9,14 +10,17 @@ import jax.numpy as jnp
 
 from jaxvlm.errors import ConfigError, ShapeError
 from pallas_kernels import backend
-from pallas_kernels.sparse_attention import mosaic_tpu, triton
+from pallas_kernels.sparse_attention import mosaic_gpu, mosaic_tpu, triton
 from pallas_kernels.sparse_attention.config import AttentionSpec
 from pallas_kernels.sparse_attention.reference import sparse_attention_reference
 from pallas_kernels.sparse_attention.selection import BlockSelection
 
-_FORWARDS = {"mosaic_tpu": mosaic_tpu.forward, "triton": triton.forward}
-_BACKWARDS = {"mosaic_tpu": mosaic_tpu.backward, "triton": triton.backward}
-AVAILABLE = ("mosaic_tpu", "triton", "xla")
+_FORWARDS = {"mosaic_tpu": mosaic_tpu.forward, "mosaic_gpu": mosaic_gpu.forward,
+             "triton": triton.forward}
+# Mosaic GPU's forward saves the same (out, lse) as Triton's, whose backward kernels it reuses.
+_BACKWARDS = {"mosaic_tpu": mosaic_tpu.backward, "mosaic_gpu": triton.backward,
+              "triton": triton.backward}
+AVAILABLE = ("mosaic_tpu", "mosaic_gpu", "triton", "xla")
 # Sentinels for padded positions: a padded query matches no key, a padded key no query.
 _Q_PAD, _KV_PAD = -(2 ** 31), -(2 ** 31) + 1
 
@@ -58,11 +62,13 @@ def sparse_attention(q: jax.Array, k: jax.Array, v: jax.Array, selection: BlockS
   attention to equal ids, which is also how padding is expressed). ``selection`` must have
   ``ceil(Sq / block_q)`` query blocks and index ``ceil(Sk / block_k)`` key blocks; lengths that
   are not block multiples are padded here. ``implementation``: None (by platform),
-  ``"mosaic_tpu"``, ``"triton"`` or ``"xla"`` (the reference); Pallas kernels run in interpret
-  mode where the platform cannot compile them unless ``interpret`` says otherwise. Gradients:
-  a custom VJP whose dQ and dK/dV are Pallas kernels of the same backend (recompute from the
-  forward's log-sum-exp); ``xla`` differentiates the reference. ``num_warps``/``num_stages`` tune
-  the Triton kernels.
+  ``"mosaic_tpu"``, ``"mosaic_gpu"`` (Hopper; bf16/f16, no segment ids: None falls back to
+  ``"triton"`` for other calls), ``"triton"`` or ``"xla"`` (the reference). The TPU and Triton
+  kernels run in interpret mode where the platform cannot compile them unless ``interpret``
+  says otherwise; Mosaic GPU has no interpret mode here. Gradients: a custom VJP whose dQ and
+  dK/dV are Pallas kernels (Triton's for both GPU forwards; recompute from the forward's
+  log-sum-exp); ``xla`` differentiates the reference. ``num_warps`` tunes the Triton kernels,
+  ``num_stages`` their pipeline depth and Mosaic GPU's number of K/V buffers.
   """
   b, sq, hq, d = q.shape
   _, sk, hkv, _ = k.shape
@@ -79,15 +85,20 @@ def sparse_attention(q: jax.Array, k: jax.Array, v: jax.Array, selection: BlockS
     raise ConfigError("segment_ids", "only one of q/kv given", "both or neither")
   scale = d ** -0.5 if sm_scale is None else float(sm_scale)
   impl = backend.resolve(implementation, AVAILABLE)
+  spec = AttentionSpec(
+      block_q=bq, block_k=bk, seq_q=sq, seq_k=sk, num_q_heads=hq, num_kv_heads=hkv,
+      num_sel_heads=hs, sel_batch=bs, causal=causal, segments=q_segment_ids is not None,
+      scale=scale, num_warps=num_warps, num_stages=num_stages)
+  if impl == "mosaic_gpu" and (reason := mosaic_gpu.unsupported(spec, q.dtype, d)):
+    if implementation is not None:
+      raise ConfigError("implementation", implementation, reason)
+    impl = "triton"
   if impl == "xla":
     return sparse_attention_reference(q, k, v, selection, causal=causal,
                                       q_segment_ids=q_segment_ids,
                                       kv_segment_ids=kv_segment_ids, sm_scale=scale)
-  spec = AttentionSpec(
-      block_q=bq, block_k=bk, seq_q=sq, seq_k=sk, num_q_heads=hq, num_kv_heads=hkv,
-      num_sel_heads=hs, sel_batch=bs, causal=causal, segments=q_segment_ids is not None,
-      scale=scale, interpret=backend.interpret_default(impl) if interpret is None else interpret,
-      num_warps=num_warps, num_stages=num_stages)
+  spec = dataclasses.replace(
+      spec, interpret=backend.interpret_default(impl) if interpret is None else interpret)
   sqp, skp = nq * bq, -(-sk // bk) * bk
   qp = _pad_to(q, sqp, 1)
   kp, vp = _pad_to(k, skp, 1), _pad_to(v, skp, 1)
