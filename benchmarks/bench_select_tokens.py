@@ -29,10 +29,18 @@ def copy_bandwidth() -> float:
   return 2 * x.nbytes / per_call_seconds(jax.jit(lambda a: a * 1), x)
 
 
-def variants(b, n, kk, scores, feats):
+# Fused-kernel tunings timed beside the default (rows x d_chunk sets the tile and the grid).
+FUSED_SWEEP = (dict(num_warps=4), dict(num_stages=2), dict(radix_bits=1), dict(radix_bits=4),
+               dict(rows=64, d_chunk=256, num_warps=4), dict(rows=64, d_chunk=128, num_warps=4),
+               dict(rows=128, d_chunk=128, num_warps=4), dict(rows=256, d_chunk=128),
+               dict(rows=256, d_chunk=64, num_warps=4), dict(rows=128, d_chunk=512))
+
+
+def variants(b, n, kk, scores, feats, interpret: bool = False):
   """Name -> function of (scores, feats): the anchor first, then ours and its sub-kernels."""
   counts = jnp.full((b,), kk, jnp.int32)
   idx = select_tokens(scores, feats, kk, implementation="xla").indices
+  ours = functools.partial(select_tokens, k=kk, implementation="triton", interpret=interpret)
 
   def anchor(scores, feats):
     _, top = jax.lax.top_k(scores, kk)
@@ -44,15 +52,19 @@ def variants(b, n, kk, scores, feats):
       "lax.top_k only": lambda s, f: jax.lax.top_k(s, kk),
       "select_tokens xla (reference)": functools.partial(select_tokens, k=kk,
                                                          implementation="xla"),
-      "select_tokens triton": functools.partial(select_tokens, k=kk, implementation="triton"),
+      "select_tokens triton (fused, default)": ours,
+      "select_tokens triton two kernels": functools.partial(ours, fused=False),
   }
-  for bits, warps in ((1, 4), (2, 4), (2, 8), (4, 8)):  # the index kernel alone
+  for tuning in FUSED_SWEEP:
+    name = " ".join(f"{key}={value}" for key, value in tuning.items())
+    out[f"  fused {name}"] = functools.partial(ours, **tuning)
+  for bits, warps in ((1, 4), (2, 8), (4, 8)):  # the two-kernel path's index kernel alone
     out[f"  indices kernel radix_bits={bits} num_warps={warps}"] = functools.partial(
-        lambda s, f, **kw: triton.indices(s, counts, kk, interpret=False, **kw),
+        lambda s, f, **kw: triton.indices(s, counts, kk, interpret=interpret, **kw),
         radix_bits=bits, num_warps=warps)
-  for rows, warps in ((16, 4), (32, 4), (32, 8), (64, 8)):  # the gather alone
+  for rows, warps in ((32, 4), (64, 8)):  # its gather kernel alone
     out[f"  gather kernel rows={rows} num_warps={warps}"] = functools.partial(
-        lambda s, f, **kw: triton.gather(f, idx, interpret=False, **kw), rows=rows,
+        lambda s, f, **kw: triton.gather(f, idx, interpret=interpret, **kw), rows=rows,
         num_warps=warps)
   out["  XLA gather (take_along_axis)"] = lambda s, f: gather_rows(f, idx)
   return out

@@ -10,7 +10,12 @@ import pytest
 from pallas_kernels import select_tokens, select_tokens_above, select_tokens_reference
 from pallas_kernels.select_tokens import mosaic_tpu
 
-KERNELS = ("mosaic_tpu", "triton")
+# (implementation, tuning): the Triton fused kernel also with several token blocks per row and
+# several column chunks per program row (only chunk 0 writes the indices), and the two kernels.
+KERNELS = [("mosaic_tpu", {}), ("triton", {}),
+           ("triton", dict(rows=16, d_chunk=8, radix_bits=4, num_warps=4)),
+           ("triton", dict(fused=False))]
+KERNEL_IDS = ["mosaic_tpu", "triton-fused", "triton-fused-small-blocks", "triton-two-kernel"]
 
 
 def _inputs(b, n, d, ties):
@@ -28,11 +33,11 @@ def _check(got, want):
   np.testing.assert_array_equal(got.counts, want.counts)
 
 
-@pytest.mark.parametrize("impl", KERNELS)
+@pytest.mark.parametrize("impl,tuning", KERNELS, ids=KERNEL_IDS)
 @pytest.mark.parametrize("n,k,ties", [(300, 37, True), (256, 256, False), (100, 1, True)])
-def test_exact_top_k(impl, n, k, ties):
+def test_exact_top_k(impl, tuning, n, k, ties):
   scores, feats = _inputs(3, n, 32, ties)
-  got = select_tokens(scores, feats, k, implementation=impl)
+  got = select_tokens(scores, feats, k, implementation=impl, **tuning)
   _check(got, select_tokens(scores, feats, k, implementation="xla"))
   # The reference itself: the kept set is the top-k with ties by lower index, ascending.
   s = np.asarray(scores) + 0.0
@@ -41,14 +46,15 @@ def test_exact_top_k(impl, n, k, ties):
     np.testing.assert_array_equal(got.indices[row], sorted(order))
 
 
-@pytest.mark.parametrize("impl", KERNELS)
-def test_ragged_budgets_and_threshold(impl):
-  scores, feats = _inputs(4, 200, 24, ties=True)  # D = 24: the non-power-of-two gather path
-  budgets = jnp.asarray([0, 5, 64, 200])
-  got = select_tokens(scores, feats, budgets, max_k=64, implementation=impl)
-  _check(got, select_tokens_reference(scores, feats, jnp.minimum(budgets, 64), 64))
+@pytest.mark.parametrize("impl,tuning", KERNELS, ids=KERNEL_IDS)
+def test_ragged_budgets_and_threshold(impl, tuning):
+  scores, feats = _inputs(4, 200, 24, ties=True)  # D = 24: not a power of two
+  budgets = jnp.asarray([0, 5, 250, 200])  # 250: clipped to max_k = N
+  got = select_tokens(scores, feats, budgets, max_k=200, implementation=impl, **tuning)
+  _check(got, select_tokens_reference(scores, feats, jnp.minimum(budgets, 200), 200))
   assert np.all(np.asarray(got.indices)[0] == -1) and np.all(np.asarray(got.features)[0] == 0)
-  thr = select_tokens_above(scores, feats, 1.0, max_k=80, implementation=impl)
+  np.testing.assert_array_equal(got.indices[2:], np.tile(np.arange(200), (2, 1)))
+  thr = select_tokens_above(scores, feats, 1.0, max_k=80, implementation=impl, **tuning)
   want = np.minimum((np.asarray(scores) >= 1.0).sum(1), 80)
   np.testing.assert_array_equal(thr.counts, want)
   _check(thr, select_tokens_reference(scores, feats, want, 80))

@@ -12,15 +12,23 @@ from pallas_kernels import select_tokens
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(jax.default_backend() != "gpu", reason="needs a CUDA GPU")]
 
+# The fused kernel (default and other block shapes, D = 200 -> 8-column chunks) and the two.
+TUNINGS = {"fused": ({}, 256), "fused-blocks": (dict(rows=256, d_chunk=64, num_warps=4), 256),
+           "fused-odd-d": ({}, 200), "two-kernel": (dict(fused=False), 256)}
+
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_select_tokens_gpu(dtype):
+@pytest.mark.parametrize("name", list(TUNINGS))
+def test_select_tokens_gpu(dtype, name):
+  tuning, d = TUNINGS[name]
   rng = np.random.default_rng()
-  b, n, k, d = 8, 4096, 1024, 256
+  b, n, k = 8, 4000, 1024
   scores = jnp.asarray(np.round(rng.normal(size=(b, n)) * 8), dtype)  # ties
   feats = jnp.asarray(rng.normal(size=(b, n, d)), dtype)
-  for budget, max_k in ((k, None), (jnp.asarray(rng.integers(0, k, b)), k)):
-    got = select_tokens(scores, feats, budget, max_k=max_k, implementation="triton")
+  budgets = rng.integers(0, k, b)
+  budgets[:2] = 0, k
+  for budget, max_k in ((k, None), (jnp.asarray(budgets), k), (n, None)):
+    got = select_tokens(scores, feats, budget, max_k=max_k, implementation="triton", **tuning)
     want = select_tokens(scores, feats, budget, max_k=max_k, implementation="xla")
     np.testing.assert_array_equal(got.indices, want.indices)
     np.testing.assert_array_equal(got.features, want.features)

@@ -17,13 +17,14 @@ AVAILABLE = ("mosaic_tpu", "triton", "xla")
 
 def select_tokens(scores: jax.Array, features: jax.Array, k: int | jax.Array, *,
                   max_k: int | None = None, implementation: str | None = None,
-                  interpret: bool | None = None) -> TokenSelection:
+                  interpret: bool | None = None, **tuning) -> TokenSelection:
   """Keep the top ``k`` tokens of each row (meaning: ``reference.select_tokens_reference``).
 
   ``scores [B, N]``, ``features [B, N, D]``; ``k`` an int (every row keeps exactly ``k``;
   ``max_k`` defaults to it) or an int ``[B]`` array of per-row budgets clipped to
   ``[0, max_k]`` (``max_k`` static, required). ``implementation``: None (by platform),
-  ``"mosaic_tpu"``, ``"triton"`` or ``"xla"``.
+  ``"mosaic_tpu"``, ``"triton"`` or ``"xla"``. ``tuning``: keywords of ``triton.select``
+  (``fused=True`` and the chosen kernel's block sizes / warps / ``radix_bits``); triton only.
   """
   if scores.ndim != 2 or features.ndim != 3 or features.shape[:2] != scores.shape:
     raise ShapeError("scores/features", (scores.shape, features.shape), "[B, N] and [B, N, D]")
@@ -39,16 +40,15 @@ def select_tokens(scores: jax.Array, features: jax.Array, k: int | jax.Array, *,
     raise ConfigError("max_k", max_k, f"an int in [0, {n}]")
   counts = jnp.clip(jnp.broadcast_to(jnp.asarray(k, jnp.int32), (b,)), 0, max_k)
   impl = backend.resolve(implementation, AVAILABLE)
+  if tuning and impl != "triton":
+    raise ConfigError("tuning", tuning, "no keyword options unless implementation='triton'")
   if impl == "xla" or max_k == 0:
     return select_tokens_reference(scores, features, counts, max_k)
   interp = backend.interpret_default(impl) if interpret is None else interpret
   if impl == "mosaic_tpu":
     idx = mosaic_tpu.indices(scores, counts, max_k, interpret=interp)
     return TokenSelection(idx, gather_rows(features, idx), counts)
-  idx = triton.indices(scores, counts, max_k, interpret=interp)
-  d = features.shape[-1]
-  feats = (triton.gather(features, idx, interpret=interp) if d & (d - 1) == 0
-           else gather_rows(features, idx))
+  idx, feats = triton.select(scores, features, counts, max_k, interpret=interp, **tuning)
   return TokenSelection(idx, feats, counts)
 
 

@@ -60,3 +60,21 @@ def keep_mask(key: jax.Array, t: jax.Array, ties: jax.Array, cumsum) -> jax.Arra
   """Bool mask of the kept keys given ``threshold``'s result (``cumsum``: inclusive, axis -1)."""
   eq = (key == t).astype(jnp.int32)
   return (key > t) | ((eq > 0) & (cumsum(eq) - eq < ties))
+
+
+def running_keep(key: jax.Array, t: jax.Array, ties: jax.Array,
+                 before: tuple[jax.Array, jax.Array], cumsum):
+  """``keep_mask`` for one segment ``key [S]`` of a row scanned in order (``S < 2**15``).
+
+  ``before = (#(key > t), #(key == t))`` over the row's earlier segments. Returns the keep
+  mask, the inclusive count of kept keys in the row so far, and ``before`` for the next
+  segment. One scan: both counts travel packed in one int32 (greater-than count high).
+  """
+  gt_before, eq_before = before
+  gt, eq = key > t, key == t
+  packed = gt.astype(jnp.int32) << 16 | eq.astype(jnp.int32)
+  run, total = cumsum(packed), jnp.sum(packed)
+  eq_upto = eq_before + (run & 0xFFFF)
+  keep = gt | (eq & (eq_upto <= ties))
+  kept_upto = gt_before + (run >> 16) + jnp.minimum(eq_upto, ties)
+  return keep, kept_upto, (gt_before + (total >> 16), eq_before + (total & 0xFFFF))
