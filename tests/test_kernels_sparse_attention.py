@@ -173,6 +173,30 @@ def test_tpu_kernel_lowers_for_tpu(causal, segments):
     assert "tpu_custom_call" in exported.mlir_module()
 
 
+@pytest.mark.parametrize("causal,seq_k,group,sel_heads", [(False, 512, 4, 2), (True, 500, 1, 2),
+                                                        (True, 512, 4, 8)])
+def test_mosaic_gpu_kernels_lower_for_cuda(causal, seq_k, group, sel_heads):
+  """The Hopper kernels (forward, dQ, dK/dV) trace and lower through Mosaic GPU on CPU."""
+  from pallas_kernels.sparse_attention import mosaic_gpu
+  from pallas_kernels.sparse_attention.config import AttentionSpec
+  b, s, hkv, d = 2, 512, 2, 128
+  hq = hkv * group
+  sel = selection_from_scores(jnp.ones((b, sel_heads, 4, 4)), 0.5, 128, 128)
+  spec = AttentionSpec(block_q=128, block_k=128, seq_q=s, seq_k=seq_k, num_q_heads=hq,
+                       num_kv_heads=hkv, num_sel_heads=sel_heads, sel_batch=b, causal=causal,
+                       segments=False, scale=d ** -0.5)
+  idx, cnt = sel.kv_block_indices, sel.kv_block_counts
+
+  def f(q, k, v):
+    out, lse = mosaic_gpu.forward(q, k, v, idx, cnt, None, None, spec)
+    return mosaic_gpu.backward(q, k, v, out, lse, out, idx, cnt, None, None, spec)
+
+  args = (jax.ShapeDtypeStruct((b, s, hq, d), jnp.bfloat16),
+          *[jax.ShapeDtypeStruct((b, s, hkv, d), jnp.bfloat16)] * 2)
+  module = jax.export.export(jax.jit(f), platforms=["cuda"])(*args).mlir_module()
+  assert module.count("stablehlo.custom_call @mosaic_gpu") == 3  # forward, dQ, dK/dV
+
+
 def test_bad_inputs_raise_named_errors():
   from jaxvlm.errors import ConfigError, ShapeError
   q, k, v = _qkv(_seed(), 1, 32, 32, 4, 2, 8)

@@ -1,44 +1,54 @@
-"""GPU kernel (Pallas Mosaic GPU, Hopper): block-sparse flash attention forward.
+"""GPU kernels (Pallas Mosaic GPU, Hopper): block-sparse flash attention forward and backward.
 
-The FlashAttention-3 schedule, driven by the selection. One CTA per (128-row query tile,
-query head, batch) runs three warpgroups:
+Every kernel is one warp-specialised CTA of three warpgroups:
 
-- two compute warpgroups own 64 query rows each: ``S = Q Kᵀ`` and ``O += P V`` by ``wgmma`` from
-  shared memory, online softmax in registers; a schedule barrier alternates them so one's
-  softmax overlaps the other's matmuls;
-- one memory warpgroup reads the CTA's selection row (``kv_block_indices``, ``kv_block_counts``:
-  scalar loads) and TMA-copies only the selected K/V tiles into a ring of ``slots`` shared-memory
-  buffers. Per slot, a ``loaded`` barrier (TMA done) and a ``free`` barrier (both compute
-  warpgroups done with it) hand the buffer back and forth.
+- a memory warpgroup walks the CTA's selection row with scalar loads and TMA-copies only the
+  selected tiles into a ring of ``slots`` shared-memory buffers (``_stream``). Per buffer and
+  slot, a ``loaded`` barrier (TMA done) and a ``free`` barrier (both compute warpgroups done
+  with it) hand the slot back and forth, so unselected blocks are never loaded;
+- two compute warpgroups own 64 rows each of the CTA's 128-row tile (one selection block) and
+  consume the ring with ``wgmma`` from shared memory and softmax math in registers.
 
-Both compute warpgroups sit in one selection row (block_q is a multiple of 128), so they walk
-the same steps and share every K/V tile. Unselected blocks are never loaded. Causal and key
-padding masks are applied per tile when the call has them; segment ids are left to the Triton
-kernel (see ``unsupported``). The backward pass reuses the Triton kernels: the forward returns
-the same natural-log log-sum-exp.
+Forward (grid: query tile x query head x batch): the FlashAttention-3 schedule; a schedule
+barrier alternates the two compute warpgroups so one's softmax overlaps the other's matmuls.
+dQ (same grid): walks the same selected key tiles. dK/dV (grid: key tile x KV head x batch):
+walks the transposed selection (the query blocks that chose this key block) for every query
+head of the GQA group, so each K/V tile is read once and dK/dV leave the kernel summed over the
+group. Causal and key-padding masks are applied per tile when the call has them; segment ids
+are left to the Triton kernels (``unsupported``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+from typing import Any, Callable
+
 import jax
+import jax.experimental.pallas.mosaic_gpu as plgpu
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
+from pallas_kernels.sparse_attention import tile
 from pallas_kernels.sparse_attention.config import AttentionSpec
-from pallas_kernels.sparse_attention.tile import LOG2E
+from pallas_kernels.sparse_attention.selection import transposed_selection
 
-WG_ROWS = 64  # query rows per compute warpgroup (one wgmma M tile)
+WG_ROWS = 64  # rows per compute warpgroup (one wgmma M tile)
 COMPUTE_WGS = 2
 CTA_ROWS = WG_ROWS * COMPUTE_WGS
 SMEM_BYTES = 227 * 1024
 LN2 = 0.6931471805599453
+BWD_TILE = 64  # keys (dQ) or queries (dK/dV) per backward step: keeps the f32 tiles in registers
+# jax < 0.11 requires plgpu.load's index argument; later versions deprecate it.
+_LOAD_INDEX = (((),) if inspect.signature(plgpu.load).parameters["idx"].default
+               is inspect.Parameter.empty else ())
 
 
 def unsupported(spec: AttentionSpec, dtype, head_dim: int) -> str | None:
-  """Why this kernel cannot run the call (None if it can): the text of a ConfigError."""
-  devices = jax.devices()
-  if devices[0].platform != "gpu" or getattr(devices[0], "compute_capability", "") != "9.0":
+  """Why these kernels cannot run the call (None if they can): the text of a ConfigError."""
+  device = jax.devices()[0]
+  if device.platform != "gpu" or getattr(device, "compute_capability", "") != "9.0":
     return "a Hopper GPU (sm_90) for wgmma/TMA; use 'triton' or 'xla' elsewhere"
   if jnp.dtype(dtype) not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
     return f"bfloat16 or float16 inputs (got {jnp.dtype(dtype).name}); 'triton' runs float32"
@@ -46,82 +56,148 @@ def unsupported(spec: AttentionSpec, dtype, head_dim: int) -> str | None:
     return "no segment ids; 'triton' supports them"
   if head_dim % 64 or head_dim > 256:
     return f"head_dim a multiple of 64 up to 256 (got {head_dim})"
-  if spec.block_q % CTA_ROWS or spec.block_k % 64:
-    return (f"selection blocks with block_q a multiple of {CTA_ROWS} and block_k of 64 "
-            f"(got {spec.block_q}x{spec.block_k})")
+  if spec.block_q % CTA_ROWS or spec.block_k % CTA_ROWS:
+    return (f"selection blocks that are multiples of {CTA_ROWS} "
+            f"(got block_q={spec.block_q}, block_k={spec.block_k})")
   return None
 
 
-def _kv_tile(block_k: int) -> int:
-  """Keys per pipeline step: 128 where the block allows it, else 64."""
-  return 128 if block_k % 128 == 0 else 64
+@dataclasses.dataclass(frozen=True)
+class _Ring:
+  """A ring of shared-memory slots fed by TMA: ``source(step)`` is step's GMEM view."""
+  source: Callable[[Any], Any]
+  smem: Any
+  loaded: Any
+  free: Any
 
 
-def _slots(spec: AttentionSpec, tile_k: int, head_dim: int, itemsize: int) -> int:
-  """K/V buffers in flight: ``spec.num_stages`` (at least 2), as many as shared memory holds."""
-  fixed = COMPUTE_WGS * WG_ROWS * (head_dim * itemsize + 4)
-  per_slot = 2 * tile_k * head_dim * itemsize
-  return max(2, min(spec.num_stages, (SMEM_BYTES - fixed) // per_slot))
+def _stream(steps, slots: int, rings: tuple[_Ring, ...]):
+  """Memory warpgroup: step ``s`` fills slot ``s % slots`` once step ``s - slots`` freed it."""
+  @pl.loop(0, steps)
+  def _(step):
+    slot = lax.rem(step, jnp.int32(slots))
+    for ring in rings:
+      @pl.when(step >= slots)
+      def _():
+        plgpu.barrier_wait(ring.free.at[slot])
+
+      plgpu.copy_gmem_to_smem(ring.source(step), ring.smem.at[slot], ring.loaded.at[slot])
+
+
+def _piece_start(table, row: tuple, step, block: int, piece: int):
+  """First position of the ``step``-th ``piece``-long part of the blocks listed in ``table[row]``."""
+  per_block = block // piece
+  if per_block == 1:
+    return table[(*row, step)] * block
+  step = jnp.asarray(step, jnp.int32)
+  first = table[(*row, lax.div(step, jnp.int32(per_block)))] * block
+  return first + lax.rem(step, jnp.int32(per_block)) * piece
+
+
+def _allowed(spec: AttentionSpec, shape, q_start, k_start, keys_are_rows: bool = False):
+  """Bool tile mask (causal, key padding); rows are queries, or keys when ``keys_are_rows``."""
+  rows = plgpu.broadcasted_iota(jnp.int32, shape, 0, layout=plgpu.Layout.WGMMA)
+  cols = plgpu.broadcasted_iota(jnp.int32, shape, 1, layout=plgpu.Layout.WGMMA)
+  if keys_are_rows:  # dK/dV: padded keys only reach their own (discarded) gradient rows
+    return cols >= rows + (k_start - q_start)
+  last = None if spec.kv_len is None else spec.kv_len - 1 - k_start
+  if spec.causal:
+    diag = rows + (q_start - k_start)
+    last = diag if last is None else jnp.minimum(diag, last)
+  return cols <= last
+
+
+def _masked(spec: AttentionSpec, keys_are_rows: bool = False) -> bool:
+  return spec.causal or (spec.kv_len is not None and not keys_are_rows)
+
+
+def _slots(spec: AttentionSpec, fixed_bytes: int, slot_bytes: int) -> int:
+  """Ring depth: ``spec.num_stages`` (at least 2), as many as shared memory holds."""
+  return max(2, min(spec.num_stages, (SMEM_BYTES - fixed_bytes) // slot_bytes))
+
+
+def _swizzled(shape, dtype):
+  return plgpu.SMEM(shape, dtype,
+                    transforms=(plgpu.TilingTransform((8, 64)), plgpu.SwizzleTransform(128)))
+
+
+def _launch(body, args, out_type, grid, grid_names, smem, barriers):
+  """Runs ``body(*in_refs, *out_refs, smem, barriers)`` on 2 compute + 1 memory warpgroups."""
+  def entry(*refs):
+    pl.run_scoped(lambda smem_refs, *barrier_refs: body(*refs, smem_refs, barrier_refs),
+                  smem, *barriers, collective_axes="wg")
+
+  return plgpu.kernel(entry, out_type=out_type, grid=grid, grid_names=grid_names,
+                      num_threads=COMPUTE_WGS + 1, thread_name="wg",
+                      compiler_params=plgpu.CompilerParams(approx_math=True))(*args)
+
+
+def _specialize(compute: Callable[[Any], None], memory: Callable[[], None]):
+  """Warpgroups 0..1 run ``compute(wg)`` with most registers; the last runs ``memory()``."""
+  wg = lax.axis_index("wg")
+
+  @pl.when(wg < COMPUTE_WGS)
+  def _():
+    plgpu.set_max_registers(232, action="increase")
+    compute(wg)
+
+  @pl.when(wg == COMPUTE_WGS)
+  def _():
+    plgpu.set_max_registers(40, action="decrease")
+    memory()
+
+
+def _acc(shape):
+  return plgpu.layout_cast(jnp.full(shape, 0.0, jnp.float32), plgpu.Layout.WGMMA)
+
+
+def _row_vector(value):
+  """A per-row (query) vector of a ``[64, n]`` WGMMA tile."""
+  return plgpu.layout_cast(jnp.full((WG_ROWS,), value, jnp.float32),
+                           plgpu.Layout.WGMMA.reduce(1))
+
+
+def _load_vector(ref, layout):
+  """``ref``'s vector in registers with ``layout`` (a row or column of a WGMMA tile)."""
+  return plgpu.load(ref, *_LOAD_INDEX, layout=layout)
+
+
+def _sel_row(spec: AttentionSpec, bi, head, block):
+  """The selection row of (batch, query head, block)."""
+  return (bi if spec.sel_batch > 1 else 0, lax.div(head, jnp.int32(spec.sel_group)), block)
 
 
 def forward(q, k, v, indices, counts, q_seg, kv_seg, spec: AttentionSpec):
   """Padded ``q [B, Sq', Hq, D]``, ``k, v [B, Sk', Hkv, D]`` -> ``(out, lse [B, Hq, Sq'])``."""
-  import jax.experimental.pallas.mosaic_gpu as plgpu  # imports CUDA-only modules lazily
-
   del q_seg, kv_seg  # refused by `unsupported`
   b, sqp, hq, d = q.shape
   dtype = q.dtype
-  tile_k = _kv_tile(spec.block_k)
-  tiles_per_block = spec.block_k // tile_k
-  slots = _slots(spec, tile_k, d, jnp.dtype(dtype).itemsize)
-  masked = spec.causal or spec.kv_len is not None
-  scale2 = spec.scale * LOG2E  # scores in the base-2 domain, for exp2
+  size = jnp.dtype(dtype).itemsize
+  tile_k = CTA_ROWS
+  slots = _slots(spec, COMPUTE_WGS * WG_ROWS * (d * size + 4), 2 * tile_k * d * size)
+  masked = _masked(spec)
+  scale2 = spec.scale * tile.LOG2E  # scores in the base-2 domain, for exp2
 
-  def kv_start(idx_ref, row, step):
-    """First key row of pipeline step ``step`` (the ``step``-th selected tile)."""
-    if tiles_per_block == 1:
-      return idx_ref[(*row, step)] * spec.block_k
-    step = jnp.asarray(step, jnp.int32)
-    block = idx_ref[(*row, lax.div(step, jnp.int32(tiles_per_block)))]
-    return block * spec.block_k + lax.rem(step, jnp.int32(tiles_per_block)) * tile_k
-
-  def tile_mask(q_base, kv_base):
-    """Allowed entries of a tile: key <= min(query (causal), last real key (padding))."""
-    cols = plgpu.broadcasted_iota(jnp.int32, (WG_ROWS, tile_k), 1, layout=plgpu.Layout.WGMMA)
-    last = None if spec.kv_len is None else spec.kv_len - 1 - kv_base
-    if spec.causal:
-      rows = plgpu.broadcasted_iota(jnp.int32, (WG_ROWS, tile_k), 0, layout=plgpu.Layout.WGMMA)
-      diag = rows + (q_base - kv_base)
-      last = diag if last is None else jnp.minimum(diag, last)
-    return cols <= last
-
-  def kernel(idx_ref, cnt_ref, q_ref, k_ref, v_ref, out_ref, lse_ref, scoped):
-    (qo_smem2, k_smem, v_smem, lse_smem2), loaded, freed, turn = scoped
-    k_loaded, v_loaded, q_loaded = loaded
-    k_free, v_free = freed
+  def body(idx_ref, cnt_ref, q_ref, k_ref, v_ref, out_ref, lse_ref, smem, barriers):
+    qo_smem2, k_smem, v_smem, lse_smem2 = smem
+    k_loaded, v_loaded, q_loaded, k_free, v_free, turn = barriers
     bi, h, qt = lax.axis_index("batch"), lax.axis_index("heads"), lax.axis_index("q_tiles")
-    wg = lax.axis_index("wg")
-    row = (bi if spec.sel_batch > 1 else 0, lax.div(h, jnp.int32(spec.sel_group)),
-           lax.div(qt, jnp.int32(spec.block_q // CTA_ROWS)))
-    steps = cnt_ref[row] * tiles_per_block
+    row = _sel_row(spec, bi, h, lax.div(qt, jnp.int32(spec.block_q // CTA_ROWS)))
+    steps = cnt_ref[row] * (spec.block_k // tile_k)
+    kv_head = lax.div(h, jnp.int32(spec.kv_group))
+    k_start = lambda step: _piece_start(idx_ref, row, step, spec.block_k, tile_k)
+    kv_rows = lambda step: (bi, pl.ds(k_start(step), tile_k), kv_head)
 
     def take_turn():
       plgpu.barrier_arrive(turn)
       plgpu.barrier_wait(turn)
 
-    @pl.when(wg < COMPUTE_WGS)
-    def _compute():
-      plgpu.set_max_registers(232, action="increase")
+    def compute(wg):
       qo_smem, lse_smem = qo_smem2.at[wg], lse_smem2.at[wg]
       q_base = qt * CTA_ROWS + wg * WG_ROWS
       plgpu.copy_gmem_to_smem(q_ref.at[bi, pl.ds(q_base, WG_ROWS), h], qo_smem,
                               q_loaded.at[wg])
       plgpu.barrier_wait(q_loaded.at[wg])
-      m = plgpu.layout_cast(jnp.full((WG_ROWS,), -jnp.inf, jnp.float32),
-                            plgpu.Layout.WGMMA.reduce(1))
-      l = plgpu.layout_cast(jnp.full((WG_ROWS,), 0.0, jnp.float32),
-                            plgpu.Layout.WGMMA.reduce(1))
-      acc = plgpu.layout_cast(jnp.full((WG_ROWS, d), 0.0, jnp.float32), plgpu.Layout.WGMMA)
 
       @pl.when(steps > 0)
       def _():
@@ -134,14 +210,14 @@ def forward(q, k, v, indices, counts, q_seg, kv_seg, spec: AttentionSpec):
         slot = lax.rem(step, jnp.int32(slots))
 
         def qk(acc_ref):
-          plgpu.wgmma(acc_ref, qo_smem, plgpu.transpose_ref(k_smem.at[slot], (1, 0)))
+          plgpu.wgmma(acc_ref, qo_smem, k_smem.at[slot].T)
           take_turn()
           return acc_ref[...]
 
         s = pl.run_scoped(qk, plgpu.ACC((WG_ROWS, tile_k), jnp.float32))
         plgpu.barrier_arrive(k_free.at[slot])
         if masked:
-          s = jnp.where(tile_mask(q_base, kv_start(idx_ref, row, step)), s, -jnp.inf)
+          s = jnp.where(_allowed(spec, s.shape, q_base, k_start(step)), s, -jnp.inf)
         m_new = jnp.maximum(m, s.max(axis=1) * scale2)
         # Only a mask can leave a row's max at -inf; exp2 then needs a finite offset.
         m_use = jnp.where(m_new == -jnp.inf, 0.0, m_new) if masked else m_new
@@ -176,7 +252,8 @@ def forward(q, k, v, indices, counts, q_seg, kv_seg, spec: AttentionSpec):
         plgpu.barrier_arrive(v_free.at[slot])
         return acc, m_new, l
 
-      acc, m, l = lax.fori_loop(0, steps, step_fn, (acc, m, l))
+      init = (_acc((WG_ROWS, d)), _row_vector(-jnp.inf), _row_vector(0.0))
+      acc, m, l = lax.fori_loop(0, steps, step_fn, init)
       pl.when(wg == 0)(take_turn)
       # A non-empty row has l >= 1 (its max term is exp2(0)); an empty one has l = 0,
       # acc = 0 and m = -inf, so it writes 0 and log-sum-exp -inf.
@@ -189,49 +266,235 @@ def forward(q, k, v, indices, counts, q_seg, kv_seg, spec: AttentionSpec):
       plgpu.copy_smem_to_gmem(lse_smem, lse_ref.at[bi, h, pl.ds(q_base, WG_ROWS)])
       plgpu.wait_smem_to_gmem(0)
 
-    @pl.when(wg == COMPUTE_WGS)
-    def _memory():
-      plgpu.set_max_registers(40, action="decrease")
-      kv_head = lax.div(h, jnp.int32(spec.kv_group))
+    _specialize(compute, lambda: _stream(steps, slots, (
+        _Ring(lambda s: k_ref.at[kv_rows(s)], k_smem, k_loaded, k_free),
+        _Ring(lambda s: v_ref.at[kv_rows(s)], v_smem, v_loaded, v_free))))
 
-      def fetch(step, slot, ref, smem, barrier):
-        keys = (bi, pl.ds(kv_start(idx_ref, row, step), tile_k), kv_head)
-        plgpu.copy_gmem_to_smem(ref.at[keys], smem.at[slot], barrier.at[slot])
+  smem = (_swizzled((COMPUTE_WGS, WG_ROWS, d), dtype), _swizzled((slots, tile_k, d), dtype),
+          _swizzled((slots, tile_k, d), dtype), plgpu.SMEM((COMPUTE_WGS, WG_ROWS), jnp.float32))
+  barriers = (plgpu.Barrier(num_barriers=slots), plgpu.Barrier(num_barriers=slots),
+              plgpu.Barrier(num_barriers=COMPUTE_WGS),
+              plgpu.Barrier(num_arrivals=COMPUTE_WGS, num_barriers=slots),
+              plgpu.Barrier(num_arrivals=COMPUTE_WGS, num_barriers=slots),
+              plgpu.Barrier(num_arrivals=COMPUTE_WGS))
+  out_type = [jax.ShapeDtypeStruct(q.shape, dtype),
+              jax.ShapeDtypeStruct((b, hq, sqp), jnp.float32)]
+  return _launch(body, (indices, counts, q, k, v), out_type, (hq, sqp // CTA_ROWS, b),
+                 ("heads", "q_tiles", "batch"), smem, barriers)
 
-      for i in range(slots):
-        @pl.when(i < steps)
-        def _():
-          fetch(i, i, k_ref, k_smem, k_loaded)
-          fetch(i, i, v_ref, v_smem, v_loaded)
 
-      @pl.loop(0, jnp.maximum(steps - slots, 0))
-      def _(step):
+def _dq(q, k, v, dout, lse2, delta, indices, counts, spec: AttentionSpec):
+  """dQ ``[B, Sq', Hq, D]``: per query tile, the selected key tiles (as in the forward)."""
+  b, sqp, hq, d = q.shape
+  dtype = q.dtype
+  size = jnp.dtype(dtype).itemsize
+  slots = _slots(spec, COMPUTE_WGS * WG_ROWS * (2 * d * size + 8), 2 * BWD_TILE * d * size)
+  masked = _masked(spec)
+  scale2 = spec.scale * tile.LOG2E
+
+  def body(idx_ref, cnt_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, dq_ref, smem,
+           barriers):
+    q_smem2, do_smem2, lse_smem2, delta_smem2, k_smem, v_smem = smem
+    own_loaded, k_loaded, v_loaded, k_free, v_free = barriers
+    bi, h, qt = lax.axis_index("batch"), lax.axis_index("heads"), lax.axis_index("q_tiles")
+    row = _sel_row(spec, bi, h, lax.div(qt, jnp.int32(spec.block_q // CTA_ROWS)))
+    steps = cnt_ref[row] * (spec.block_k // BWD_TILE)
+    kv_head = lax.div(h, jnp.int32(spec.kv_group))
+    k_start = lambda step: _piece_start(idx_ref, row, step, spec.block_k, BWD_TILE)
+    kv_rows = lambda step: (bi, pl.ds(k_start(step), BWD_TILE), kv_head)
+
+    def compute(wg):
+      q_smem, do_smem = q_smem2.at[wg], do_smem2.at[wg]
+      q_base = qt * CTA_ROWS + wg * WG_ROWS
+      rows = (bi, pl.ds(q_base, WG_ROWS), h)
+      vec = (bi, h, pl.ds(q_base, WG_ROWS))
+      copies = ((q_ref.at[rows], q_smem), (do_ref.at[rows], do_smem),
+                (lse_ref.at[vec], lse_smem2.at[wg]), (delta_ref.at[vec], delta_smem2.at[wg]))
+      for i, (src, dst) in enumerate(copies):
+        plgpu.copy_gmem_to_smem(src, dst, own_loaded.at[i * COMPUTE_WGS + wg])
+      for i in range(len(copies)):
+        plgpu.barrier_wait(own_loaded.at[i * COMPUTE_WGS + wg])
+      lse2 = _load_vector(lse_smem2.at[wg], plgpu.Layout.WGMMA.reduce(1))
+      delta = _load_vector(delta_smem2.at[wg], plgpu.Layout.WGMMA.reduce(1))
+
+      def step_fn(step, dq):
         slot = lax.rem(step, jnp.int32(slots))
-        plgpu.barrier_wait(k_free.at[slot])
-        fetch(step + slots, slot, k_ref, k_smem, k_loaded)
-        plgpu.barrier_wait(v_free.at[slot])
-        fetch(step + slots, slot, v_ref, v_smem, v_loaded)
+        plgpu.barrier_wait(k_loaded.at[slot])
 
-  def entry(idx_ref, cnt_ref, q_ref, k_ref, v_ref, out_ref, lse_ref):
-    transforms = (plgpu.TilingTransform((8, 64)), plgpu.SwizzleTransform(128))
-    smem = (plgpu.SMEM((COMPUTE_WGS, WG_ROWS, d), dtype, transforms=transforms),
-            plgpu.SMEM((slots, tile_k, d), dtype, transforms=transforms),
-            plgpu.SMEM((slots, tile_k, d), dtype, transforms=transforms),
-            plgpu.SMEM((COMPUTE_WGS, WG_ROWS), jnp.float32))
-    loaded = (plgpu.Barrier(num_barriers=slots), plgpu.Barrier(num_barriers=slots),
-              plgpu.Barrier(num_barriers=COMPUTE_WGS))
-    freed = (plgpu.Barrier(num_arrivals=COMPUTE_WGS, num_barriers=slots),) * 2
-    pl.run_scoped(
-        lambda *scoped: kernel(idx_ref, cnt_ref, q_ref, k_ref, v_ref, out_ref, lse_ref, scoped),
-        smem, loaded, freed, plgpu.Barrier(num_arrivals=COMPUTE_WGS), collective_axes="wg")
+        def qk(acc_ref):
+          plgpu.wgmma(acc_ref, q_smem, k_smem.at[slot].T)
+          return acc_ref[...]
 
-  return plgpu.kernel(
-      entry,
-      out_type=[jax.ShapeDtypeStruct(q.shape, dtype),
-                jax.ShapeDtypeStruct((b, hq, sqp), jnp.float32)],
-      grid=(hq, sqp // CTA_ROWS, b),
-      grid_names=("heads", "q_tiles", "batch"),
-      num_threads=COMPUTE_WGS + 1,
-      thread_name="wg",
-      compiler_params=plgpu.CompilerParams(approx_math=True),
-  )(indices, counts, q, k, v)
+        s = pl.run_scoped(qk, plgpu.ACC((WG_ROWS, BWD_TILE), jnp.float32))
+        p = jnp.exp2(s * scale2 - lax.broadcast_in_dim(lse2, s.shape, [0]))
+        if masked:
+          p = jnp.where(_allowed(spec, p.shape, q_base, k_start(step)), p, 0.0)
+        plgpu.barrier_wait(v_loaded.at[slot])
+
+        def dov(acc_ref):
+          plgpu.wgmma(acc_ref, do_smem, v_smem.at[slot].T)
+          return acc_ref[...]
+
+        dp = pl.run_scoped(dov, plgpu.ACC((WG_ROWS, BWD_TILE), jnp.float32))
+        plgpu.barrier_arrive(v_free.at[slot])
+        ds = p * (dp - lax.broadcast_in_dim(delta, dp.shape, [0]))
+
+        def dsk(acc_ref):
+          plgpu.wgmma(acc_ref, ds.astype(dtype), k_smem.at[slot])
+
+        dq = pl.run_state(dsk)(plgpu.ACC.init(dq))
+        plgpu.barrier_arrive(k_free.at[slot])
+        return dq
+
+      dq = lax.fori_loop(0, steps, step_fn, _acc((WG_ROWS, d)))
+      q_smem[...] = (dq * spec.scale).astype(dtype)
+      plgpu.commit_smem()
+      plgpu.copy_smem_to_gmem(q_smem, dq_ref.at[rows])
+      plgpu.wait_smem_to_gmem(0)
+
+    _specialize(compute, lambda: _stream(steps, slots, (
+        _Ring(lambda s: k_ref.at[kv_rows(s)], k_smem, k_loaded, k_free),
+        _Ring(lambda s: v_ref.at[kv_rows(s)], v_smem, v_loaded, v_free))))
+
+  smem = (_swizzled((COMPUTE_WGS, WG_ROWS, d), dtype),
+          _swizzled((COMPUTE_WGS, WG_ROWS, d), dtype),
+          plgpu.SMEM((COMPUTE_WGS, WG_ROWS), jnp.float32),
+          plgpu.SMEM((COMPUTE_WGS, WG_ROWS), jnp.float32),
+          _swizzled((slots, BWD_TILE, d), dtype), _swizzled((slots, BWD_TILE, d), dtype))
+  barriers = (plgpu.Barrier(num_barriers=4 * COMPUTE_WGS),
+              plgpu.Barrier(num_barriers=slots), plgpu.Barrier(num_barriers=slots),
+              plgpu.Barrier(num_arrivals=COMPUTE_WGS, num_barriers=slots),
+              plgpu.Barrier(num_arrivals=COMPUTE_WGS, num_barriers=slots))
+  return _launch(body, (indices, counts, q, k, v, dout, lse2, delta),
+                 jax.ShapeDtypeStruct(q.shape, dtype), (hq, sqp // CTA_ROWS, b),
+                 ("heads", "q_tiles", "batch"), smem, barriers)
+
+
+def _dkv(q, k, v, dout, lse2, delta, t_indices, t_counts, spec: AttentionSpec):
+  """dK, dV ``[B, Sk', Hkv, D]``: per key tile, the query tiles of every head in its group."""
+  b, skp, hkv, d = k.shape
+  dtype = k.dtype
+  size = jnp.dtype(dtype).itemsize
+  group = spec.kv_group
+  per_block = spec.block_q // BWD_TILE
+  slots = _slots(spec, 2 * COMPUTE_WGS * WG_ROWS * d * size,
+                 2 * BWD_TILE * (d * size + 4))
+  masked = _masked(spec, keys_are_rows=True)
+  scale2 = spec.scale * tile.LOG2E
+
+  def body(idx_ref, cnt_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, dk_ref, dv_ref,
+           smem, barriers):
+    k_smem2, v_smem2, q_smem, do_smem, lse_smem, delta_smem = smem
+    own_loaded, loaded, free = barriers[0], barriers[1:5], barriers[5:]
+    bi, kvh, kt = lax.axis_index("batch"), lax.axis_index("heads"), lax.axis_index("k_tiles")
+    kb = lax.div(kt, jnp.int32(spec.block_k // CTA_ROWS))
+    heads = [kvh * group + g for g in range(group)]
+    rows = [_sel_row(spec, bi, h, kb) for h in heads]
+    ends, total = [], jnp.int32(0)
+    for r in rows:  # each head's steps follow the previous head's
+      total = total + cnt_ref[r] * per_block
+      ends.append(total)
+
+    def locate(step):
+      """(query head, first query row) of a step."""
+      head, local = heads[0], step
+      for g in range(1, group):
+        later = step >= ends[g - 1]
+        head = jnp.where(later, heads[g], head)
+        local = jnp.where(later, step - ends[g - 1], local)
+      sel_row = _sel_row(spec, bi, head, kb)
+      return head, _piece_start(idx_ref, sel_row, local, spec.block_q, BWD_TILE)
+
+    def q_rows(step):
+      head, start = locate(step)
+      return (bi, pl.ds(start, BWD_TILE), head)
+
+    def q_vec(step):
+      head, start = locate(step)
+      return (bi, head, pl.ds(start, BWD_TILE))
+
+    def compute(wg):
+      k_smem, v_smem = k_smem2.at[wg], v_smem2.at[wg]
+      k_base = kt * CTA_ROWS + wg * WG_ROWS
+      kv_rows = (bi, pl.ds(k_base, WG_ROWS), kvh)
+      plgpu.copy_gmem_to_smem(k_ref.at[kv_rows], k_smem, own_loaded.at[wg])
+      plgpu.copy_gmem_to_smem(v_ref.at[kv_rows], v_smem, own_loaded.at[COMPUTE_WGS + wg])
+      plgpu.barrier_wait(own_loaded.at[wg])
+      plgpu.barrier_wait(own_loaded.at[COMPUTE_WGS + wg])
+      q_loaded, do_loaded, lse_loaded, delta_loaded = loaded
+      q_free, do_free, lse_free, delta_free = free
+
+      def step_fn(step, carry):
+        dk, dv = carry
+        slot = lax.rem(step, jnp.int32(slots))
+        plgpu.barrier_wait(q_loaded.at[slot])
+
+        def kq(acc_ref):
+          plgpu.wgmma(acc_ref, k_smem, q_smem.at[slot].T)
+          return acc_ref[...]
+
+        s_t = pl.run_scoped(kq, plgpu.ACC((WG_ROWS, BWD_TILE), jnp.float32))
+        plgpu.barrier_wait(lse_loaded.at[slot])
+        lse2 = _load_vector(lse_smem.at[slot], plgpu.Layout.WGMMA.reduce(0))
+        plgpu.barrier_arrive(lse_free.at[slot])
+        p_t = jnp.exp2(s_t * scale2 - lax.broadcast_in_dim(lse2, s_t.shape, [1]))
+        if masked:
+          p_t = jnp.where(_allowed(spec, p_t.shape, locate(step)[1], k_base,
+                                   keys_are_rows=True), p_t, 0.0)
+        plgpu.barrier_wait(do_loaded.at[slot])
+
+        def dv_and_dp(refs):  # one wgmma wait for both products
+          dv_ref_, dp_ref_ = refs
+          plgpu.wgmma(dv_ref_, p_t.astype(dtype), do_smem.at[slot])
+          plgpu.wgmma(dp_ref_, v_smem, do_smem.at[slot].T)
+
+        dv, dp_t = pl.run_state(dv_and_dp)((plgpu.ACC.init(dv),
+                                            plgpu.ACC.init(_acc((WG_ROWS, BWD_TILE)))))
+        plgpu.barrier_arrive(do_free.at[slot])
+        plgpu.barrier_wait(delta_loaded.at[slot])
+        delta = _load_vector(delta_smem.at[slot], plgpu.Layout.WGMMA.reduce(0))
+        plgpu.barrier_arrive(delta_free.at[slot])
+        ds_t = p_t * (dp_t - lax.broadcast_in_dim(delta, dp_t.shape, [1]))
+
+        def dsq(acc_ref):
+          plgpu.wgmma(acc_ref, ds_t.astype(dtype), q_smem.at[slot])
+
+        dk = pl.run_state(dsq)(plgpu.ACC.init(dk))
+        plgpu.barrier_arrive(q_free.at[slot])
+        return dk, dv
+
+      dk, dv = lax.fori_loop(0, total, step_fn, (_acc((WG_ROWS, d)), _acc((WG_ROWS, d))))
+      k_smem[...] = (dk * spec.scale).astype(dtype)
+      v_smem[...] = dv.astype(dtype)
+      plgpu.commit_smem()
+      plgpu.copy_smem_to_gmem(k_smem, dk_ref.at[kv_rows])
+      plgpu.copy_smem_to_gmem(v_smem, dv_ref.at[kv_rows])
+      plgpu.wait_smem_to_gmem(0)
+
+    sources = (lambda s: q_ref.at[q_rows(s)], lambda s: do_ref.at[q_rows(s)],
+               lambda s: lse_ref.at[q_vec(s)], lambda s: delta_ref.at[q_vec(s)])
+    rings = tuple(_Ring(src, buf, ld, fr) for src, buf, ld, fr in
+                  zip(sources, (q_smem, do_smem, lse_smem, delta_smem), loaded, free))
+    _specialize(compute, lambda: _stream(total, slots, rings))
+
+  smem = (_swizzled((COMPUTE_WGS, WG_ROWS, d), dtype),
+          _swizzled((COMPUTE_WGS, WG_ROWS, d), dtype),
+          _swizzled((slots, BWD_TILE, d), dtype), _swizzled((slots, BWD_TILE, d), dtype),
+          plgpu.SMEM((slots, BWD_TILE), jnp.float32), plgpu.SMEM((slots, BWD_TILE), jnp.float32))
+  barriers = ((plgpu.Barrier(num_barriers=2 * COMPUTE_WGS),)
+              + (plgpu.Barrier(num_barriers=slots),) * 4
+              + (plgpu.Barrier(num_arrivals=COMPUTE_WGS, num_barriers=slots),) * 4)
+  grads = jax.ShapeDtypeStruct(k.shape, dtype)
+  return _launch(body, (t_indices, t_counts, q, k, v, dout, lse2, delta), [grads, grads],
+                 (hkv, skp // CTA_ROWS, b), ("heads", "k_tiles", "batch"), smem, barriers)
+
+
+def backward(q, k, v, out, lse, dout, indices, counts, q_seg, kv_seg, spec: AttentionSpec):
+  """Padded inputs as in ``forward``; returns ``(dq, dk, dv)`` in the inputs' dtypes."""
+  del q_seg, kv_seg  # refused by `unsupported`
+  delta = jnp.einsum("bqhd,bqhd->bhq", out.astype(jnp.float32), dout.astype(jnp.float32))
+  lse2 = tile.base2_lse(lse)
+  dq = _dq(q, k, v, dout, lse2, delta, indices, counts, spec)
+  t_indices, t_counts = transposed_selection(indices, counts, k.shape[1] // spec.block_k)
+  dk, dv = _dkv(q, k, v, dout, lse2, delta, t_indices, t_counts, spec)
+  return dq, dk, dv

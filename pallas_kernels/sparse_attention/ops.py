@@ -17,8 +17,7 @@ from pallas_kernels.sparse_attention.selection import BlockSelection
 
 _FORWARDS = {"mosaic_tpu": mosaic_tpu.forward, "mosaic_gpu": mosaic_gpu.forward,
              "triton": triton.forward}
-# Mosaic GPU's forward saves the same (out, lse) as Triton's, whose backward kernels it reuses.
-_BACKWARDS = {"mosaic_tpu": mosaic_tpu.backward, "mosaic_gpu": triton.backward,
+_BACKWARDS = {"mosaic_tpu": mosaic_tpu.backward, "mosaic_gpu": mosaic_gpu.backward,
               "triton": triton.backward}
 AVAILABLE = ("mosaic_tpu", "mosaic_gpu", "triton", "xla")
 # Sentinels for padded positions: a padded query matches no key, a padded key no query.
@@ -66,8 +65,8 @@ def sparse_attention(q: jax.Array, k: jax.Array, v: jax.Array, selection: BlockS
   ``"triton"`` for other calls), ``"triton"`` or ``"xla"`` (the reference). The TPU and Triton
   kernels run in interpret mode where the platform cannot compile them unless ``interpret``
   says otherwise; Mosaic GPU has no interpret mode here. Gradients: a custom VJP whose dQ and
-  dK/dV are Pallas kernels (Triton's for both GPU forwards; recompute from the forward's
-  log-sum-exp); ``xla`` differentiates the reference. ``num_warps`` tunes the Triton kernels,
+  dK/dV are Pallas kernels of the same backend (recompute from the forward's log-sum-exp);
+  ``xla`` differentiates the reference. ``num_warps`` tunes the Triton kernels,
   ``num_stages`` their pipeline depth and Mosaic GPU's number of K/V buffers.
   """
   b, sq, hq, d = q.shape
