@@ -29,11 +29,16 @@ def copy_bandwidth() -> float:
   return 2 * x.nbytes / per_call_seconds(jax.jit(lambda a: a * 1), x)
 
 
-# Fused-kernel tunings timed beside the default (rows x d_chunk sets the tile and the grid).
-FUSED_SWEEP = (dict(num_warps=4), dict(num_stages=2), dict(radix_bits=1), dict(radix_bits=4),
-               dict(rows=64, d_chunk=256, num_warps=4), dict(rows=64, d_chunk=128, num_warps=4),
-               dict(rows=128, d_chunk=128, num_warps=4), dict(rows=256, d_chunk=128),
-               dict(rows=256, d_chunk=64, num_warps=4), dict(rows=128, d_chunk=512))
+# Fused-kernel tunings timed beside the default (rows x d_chunk sets the tile and the grid;
+# dense_rows: the index-then-gather variant, whose token pass can take long blocks).
+FUSED_SWEEP = (dict(num_warps=4), dict(num_stages=2), dict(num_stages=3), dict(radix_bits=1),
+               dict(radix_bits=4), dict(rows=64, d_chunk=256, num_warps=4),
+               dict(rows=64, d_chunk=128, num_warps=4), dict(rows=128, d_chunk=128, num_warps=4),
+               dict(rows=256, d_chunk=128), dict(rows=256, d_chunk=64, num_warps=4),
+               dict(rows=128, d_chunk=512), dict(dense_rows=64, rows=1024),
+               dict(dense_rows=32, rows=1024, d_chunk=128, num_warps=4),
+               dict(dense_rows=128, rows=512, d_chunk=256), dict(dense_rows=64, rows=4096),
+               dict(dense_rows=64, rows=1024, d_chunk=512))
 
 
 def variants(b, n, kk, scores, feats, interpret: bool = False):

@@ -10,12 +10,13 @@ import pytest
 from pallas_kernels import select_tokens, select_tokens_above, select_tokens_reference
 from pallas_kernels.select_tokens import mosaic_tpu
 
-# (implementation, tuning): the Triton fused kernel also with several token blocks per row and
-# several column chunks per program row (only chunk 0 writes the indices), and the two kernels.
+# (implementation, tuning): the Triton fused kernel also with small token blocks and several
+# column chunks per row (only chunk 0 writes the indices), its dense variant, the two kernels.
 KERNELS = [("mosaic_tpu", {}), ("triton", {}),
            ("triton", dict(rows=16, d_chunk=8, radix_bits=4, num_warps=4)),
-           ("triton", dict(fused=False))]
-KERNEL_IDS = ["mosaic_tpu", "triton-fused", "triton-fused-small-blocks", "triton-two-kernel"]
+           ("triton", dict(dense_rows=16, rows=64, d_chunk=8)), ("triton", dict(fused=False))]
+KERNEL_IDS = ["mosaic_tpu", "triton-fused", "triton-fused-small-blocks", "triton-fused-dense",
+              "triton-two-kernel"]
 
 
 def _inputs(b, n, d, ties):
@@ -34,7 +35,7 @@ def _check(got, want):
 
 
 @pytest.mark.parametrize("impl,tuning", KERNELS, ids=KERNEL_IDS)
-@pytest.mark.parametrize("n,k,ties", [(300, 37, True), (256, 256, False), (100, 1, True)])
+@pytest.mark.parametrize("n,k,ties", [(300, 37, True), (128, 1, False)])
 def test_exact_top_k(impl, tuning, n, k, ties):
   scores, feats = _inputs(3, n, 32, ties)
   got = select_tokens(scores, feats, k, implementation=impl, **tuning)

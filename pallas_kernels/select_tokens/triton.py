@@ -5,7 +5,9 @@ runs its row's threshold search (the row's scores are small), then streams the r
 blocks: tie-broken keep mask and output slots from running counts (one scan per block),
 masked loads of the kept feature rows only, and a scatter of them (and zero pads) to their
 slots; the column-chunk-0 program also writes the indices. Every SM gets work, and the search
-of some programs overlaps the memory traffic of others.
+of some programs overlaps the memory traffic of others. Dense variant (``dense_rows``): the
+token pass writes only the indices; after a block barrier the program gathers its columns
+of the kept rows slot block by slot block (no masked-off lanes in the feature tiles).
 
 Two kernels (``fused=False``):
 1. ``_index_kernel`` (one program per row): threshold search, tie-broken keep mask, positions
@@ -38,8 +40,10 @@ def _padded_scores(scores):
 
 
 def _fused_kernel(k_ref, scores_ref, feats_ref, idx_ref, out_ref, *, d: int, max_k: int,
-                  rows: int, d_chunk: int, radix_bits: int):
-  """Program (row, column chunk): search, then stream ``rows`` tokens per step (flat refs)."""
+                  rows: int, d_chunk: int, radix_bits: int, dense_rows: int | None,
+                  interpret: bool):
+  """Program (row, column chunk) of ``fused_select`` on flat per-row feature refs."""
+  n_pad = scores_ref.shape[0]
   k = k_ref[pl.program_id(0)]
   chunk = pl.program_id(1)
   t, ties = search.threshold(search.sortable_key(scores_ref[...])[None, :],
@@ -47,24 +51,44 @@ def _fused_kernel(k_ref, scores_ref, feats_ref, idx_ref, out_ref, *, d: int, max
   t, ties = t.reshape(()), ties.reshape(())
   cols = chunk * d_chunk + lax.iota(jnp.int32, d_chunk)[None, :]
 
-  def block(i, before):
+  def token_block(i, carry):
+    before, scores = carry
     start = pl.multiple_of(i * rows, rows)
-    key = search.sortable_key(scores_ref[pl.ds(start, rows)])
-    keep, kept_upto, before = search.running_keep(key, t, ties, before,
+    nxt = pl.multiple_of(jnp.minimum(start + rows, n_pad - rows), rows)
+    scores_next = scores_ref[pl.ds(nxt, rows)]  # prefetch: used by the next step
+    keep, kept_upto, before = search.running_keep(search.sortable_key(scores), t, ties, before,
                                                   lambda x: jnp.cumsum(x, axis=-1))
     token = start + lax.iota(jnp.int32, rows)
     pad_rank = k + token - kept_upto  # as in _index_kernel: unkept tokens write the pads
     write = keep | (pad_rank < max_k)
     # Lanes that write nothing point past the end (interpret mode drops them; none alias).
     slot = jnp.where(keep, kept_upto - 1, jnp.where(write, pad_rank, max_k))
-    feats = pltriton.load(feats_ref.at[token[:, None] * d + cols], mask=keep[:, None],
-                          other=0)
-    pltriton.store(out_ref.at[slot[:, None] * d + cols], feats, mask=write[:, None])
-    pltriton.store(idx_ref.at[slot], jnp.where(keep, token, -1), mask=write & (chunk == 0))
-    return before
+    if dense_rows is None:
+      feats = pltriton.load(feats_ref.at[token[:, None] * d + cols], mask=keep[:, None],
+                            other=0)
+      pltriton.store(out_ref.at[slot[:, None] * d + cols], feats, mask=write[:, None])
+      write &= chunk == 0
+    # Dense mode: every program writes (identical) indices, which it then reads back.
+    pltriton.store(idx_ref.at[slot], jnp.where(keep, token, -1), mask=write)
+    return before, scores_next
 
   zero = jnp.int32(0)
-  lax.fori_loop(0, scores_ref.shape[0] // rows, block, (zero, zero))
+  lax.fori_loop(0, n_pad // rows, token_block, ((zero, zero), scores_ref[pl.ds(0, rows)]))
+  if dense_rows is None:
+    return
+  if not interpret:  # programs run one after another there
+    pltriton.debug_barrier()  # this program's index stores are visible to all its threads
+
+  def slot_block(j, _):
+    slot = j * dense_rows + lax.iota(jnp.int32, dense_rows)
+    valid = slot < max_k
+    token = pltriton.load(idx_ref.at[jnp.where(valid, slot, 0)], mask=valid, other=-1)
+    feats = pltriton.load(feats_ref.at[jnp.maximum(token, 0)[:, None] * d + cols],
+                          mask=(token >= 0)[:, None], other=0)
+    pltriton.store(out_ref.at[jnp.where(valid, slot, max_k)[:, None] * d + cols], feats,
+                   mask=valid[:, None])
+
+  lax.fori_loop(0, pl.cdiv(max_k, dense_rows), slot_block, None)
 
 
 def _index_kernel(k_ref, scores_ref, idx_ref, *, max_k: int, radix_bits: int):
@@ -130,11 +154,14 @@ def gather(features, idx, *, interpret: bool, rows: int = 64, num_warps: int = 8
 
 def fused_select(scores, features, counts, max_k: int, *, interpret: bool, rows: int = 128,
                  d_chunk: int = 256, num_warps: int = 8, num_stages: int = 1,
-                 radix_bits: int = 2):
+                 radix_bits: int = 2, dense_rows: int | None = None):
   """``(indices [B, max_k], features [B, max_k, D])`` in one kernel (``_fused_kernel``).
 
   ``rows``: tokens per streamed block (power of two, < 2**15); ``d_chunk``: feature columns
   per program (power of two; the largest power of two dividing ``D`` if smaller).
+  ``dense_rows``: None streams masked loads of the kept rows with the token blocks; an int
+  (power of two) first writes the row's indices, then gathers ``dense_rows`` slots per step
+  (dense tiles, the index pass is pure latency).
   """
   b, n, d = features.shape
   if n * d >= 2**31:
@@ -144,7 +171,8 @@ def fused_select(scores, features, counts, max_k: int, *, interpret: bool, rows:
   rows = min(rows, n_pad, 1 << 14)
   d_chunk = min(d_chunk, d & -d)
   kernel = functools.partial(_fused_kernel, d=d, max_k=max_k, rows=rows, d_chunk=d_chunk,
-                             radix_bits=radix_bits)
+                             radix_bits=radix_bits, dense_rows=dense_rows,
+                             interpret=interpret)
   idx, out = pl.pallas_call(
       kernel,
       grid=(b, d // d_chunk),
