@@ -39,8 +39,10 @@ def bench_attention(rows, notes):
   nb = s // blk
 
   def grad_of(fn):
-    return jax.jit(jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v).astype(jnp.float32) * w),
+    """dQ, dK, dV of ``sum(fn(q, k, v) * w)`` (``w`` an argument, not a folded constant)."""
+    grad = jax.jit(jax.grad(lambda q, k, v, w: jnp.sum(fn(q, k, v).astype(jnp.float32) * w),
                             argnums=(0, 1, 2)))
+    return lambda q, k, v: grad(q, k, v, w)
 
   cudnn = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
   t_cudnn = per_call_seconds(jax.jit(cudnn), q, k, v)

@@ -173,9 +173,10 @@ def test_tpu_kernel_lowers_for_tpu(causal, segments):
     assert "tpu_custom_call" in exported.mlir_module()
 
 
-@pytest.mark.parametrize("causal,seq_k,group,sel_heads", [(False, 512, 4, 2), (True, 500, 1, 2),
-                                                        (True, 512, 4, 8)])
-def test_mosaic_gpu_kernels_lower_for_cuda(causal, seq_k, group, sel_heads):
+@pytest.mark.parametrize("causal,segments,seq_k,group,sel_heads",
+                         [(False, False, 512, 4, 2), (True, False, 500, 1, 2),
+                          (True, True, 512, 4, 8)])
+def test_mosaic_gpu_kernels_lower_for_cuda(causal, segments, seq_k, group, sel_heads):
   """The Hopper kernels (forward, dQ, dK/dV) trace and lower through Mosaic GPU on CPU."""
   from pallas_kernels.sparse_attention import mosaic_gpu
   from pallas_kernels.sparse_attention.config import AttentionSpec
@@ -184,15 +185,17 @@ def test_mosaic_gpu_kernels_lower_for_cuda(causal, seq_k, group, sel_heads):
   sel = selection_from_scores(jnp.ones((b, sel_heads, 4, 4)), 0.5, 128, 128)
   spec = AttentionSpec(block_q=128, block_k=128, seq_q=s, seq_k=seq_k, num_q_heads=hq,
                        num_kv_heads=hkv, num_sel_heads=sel_heads, sel_batch=b, causal=causal,
-                       segments=False, scale=d ** -0.5)
+                       segments=segments, scale=d ** -0.5)
   idx, cnt = sel.kv_block_indices, sel.kv_block_counts
 
-  def f(q, k, v):
-    out, lse = mosaic_gpu.forward(q, k, v, idx, cnt, None, None, spec)
-    return mosaic_gpu.backward(q, k, v, out, lse, out, idx, cnt, None, None, spec)
+  def f(q, k, v, seg):
+    seg = (seg, seg) if segments else (None, None)
+    out, lse = mosaic_gpu.forward(q, k, v, idx, cnt, *seg, spec)
+    return mosaic_gpu.backward(q, k, v, out, lse, out, idx, cnt, *seg, spec)
 
   args = (jax.ShapeDtypeStruct((b, s, hq, d), jnp.bfloat16),
-          *[jax.ShapeDtypeStruct((b, s, hkv, d), jnp.bfloat16)] * 2)
+          *[jax.ShapeDtypeStruct((b, s, hkv, d), jnp.bfloat16)] * 2,
+          jax.ShapeDtypeStruct((b, s), jnp.int32))
   module = jax.export.export(jax.jit(f), platforms=["cuda"])(*args).mlir_module()
   assert module.count("stablehlo.custom_call @mosaic_gpu") == 3  # forward, dQ, dK/dV
 

@@ -24,9 +24,10 @@ def _rel(x, ref):
 
 @pytest.mark.parametrize("impl,dtype", [("triton", jnp.float32), ("triton", jnp.bfloat16),
                                         ("mosaic_gpu", jnp.bfloat16)])
-@pytest.mark.parametrize("causal,keep,group", [(False, 0.3, 4), (True, 1.0, 8), (False, 1.0, 1),
-                                               (True, 0.1, 4)])
-def test_sparse_attention_gpu(impl, dtype, causal, keep, group):
+@pytest.mark.parametrize("causal,segments,keep,group", [
+    (False, False, 0.3, 4), (True, False, 1.0, 8), (False, False, 1.0, 1), (True, True, 0.1, 4),
+    (False, True, 0.5, 2)])
+def test_sparse_attention_gpu(impl, dtype, causal, segments, keep, group):
   seed = int(np.random.default_rng().integers(1 << 30))
   ks = jax.random.split(jax.random.key(seed), 5)
   b, s, hkv, d, blk = 2, 1000, 2, 128, 128  # 1000: padded to 1024 inside
@@ -38,16 +39,21 @@ def test_sparse_attention_gpu(impl, dtype, causal, keep, group):
   sel = selection_from_scores(jax.random.uniform(ks[3], (b, hkv, nb, nb)), keep, blk, blk)
   w = jax.random.normal(ks[4], q.shape, jnp.float32)
   up = lambda *xs: [x.astype(jnp.float32) for x in xs]
+  kw = dict(causal=causal)
+  if segments:  # two packed sequences per row, then right padding (id -1) from position 900
+    seg = jnp.where(jnp.arange(s) < 900, (jnp.arange(s) >= 400 + 100 * jnp.arange(b)[:, None]),
+                    -1).astype(jnp.int32)
+    kw.update(q_segment_ids=seg, kv_segment_ids=seg)
 
   def loss(fn, *args):
     return jnp.sum(fn(*args).astype(jnp.float32) * w)
 
   with jax.default_matmul_precision("highest"):
     ref_grads = jax.grad(
-        lambda *a: loss(lambda *x: sparse_attention_reference(*x, sel, causal=causal), *a),
+        lambda *a: loss(lambda *x: sparse_attention_reference(*x, sel, **kw), *a),
         argnums=(0, 1, 2))(*up(q, k, v))
-    ref_out = sparse_attention_reference(*up(q, k, v), sel, causal=causal)
-  fn = lambda *x: sparse_attention(*x, sel, causal=causal, implementation=impl)
+    ref_out = sparse_attention_reference(*up(q, k, v), sel, **kw)
+  fn = lambda *x: sparse_attention(*x, sel, implementation=impl, **kw)
   out = fn(q, k, v)
   grads = jax.grad(lambda *a: loss(fn, *a), argnums=(0, 1, 2))(q, k, v)
   assert out.dtype == dtype and _rel(out, ref_out) < TOL[dtype]
@@ -60,7 +66,7 @@ def test_mosaic_gpu_refuses_what_it_cannot_run():
   sel = selection_from_scores(jnp.ones((1, 2, 2, 2)), 1.0, 128, 128)
   with pytest.raises(ConfigError, match="implementation.*float32"):
     sparse_attention(q, q, q, sel, implementation="mosaic_gpu")
-  seg = jnp.zeros((1, 256), jnp.int32)
-  with pytest.raises(ConfigError, match="segment"):
-    sparse_attention(q.astype(jnp.bfloat16), q.astype(jnp.bfloat16), q.astype(jnp.bfloat16), sel,
-                     q_segment_ids=seg, kv_segment_ids=seg, implementation="mosaic_gpu")
+  q = q.astype(jnp.bfloat16)
+  with pytest.raises(ConfigError, match="implementation.*multiples of 128"):
+    sparse_attention(q, q, q, selection_from_scores(jnp.ones((1, 2, 4, 4)), 1.0, 64, 64),
+                     implementation="mosaic_gpu")

@@ -14,8 +14,8 @@ barrier alternates the two compute warpgroups so one's softmax overlaps the othe
 dQ (same grid): walks the same selected key tiles. dK/dV (grid: key tile x KV head x batch):
 walks the transposed selection (the query blocks that chose this key block) for every query
 head of the GQA group, so each K/V tile is read once and dK/dV leave the kernel summed over the
-group. Causal and key-padding masks are applied per tile when the call has them; segment ids
-are left to the Triton kernels (``unsupported``).
+group. Causal, key-padding and segment-id masks are applied per tile when the call has them
+(the streamed side's segment ids travel in a ring of their own).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from pallas_kernels.sparse_attention.selection import transposed_selection
 WG_ROWS = 64  # rows per compute warpgroup (one wgmma M tile)
 COMPUTE_WGS = 2
 CTA_ROWS = WG_ROWS * COMPUTE_WGS
-SMEM_BYTES = 227 * 1024
+SMEM_BYTES = 227 * 1024 - 4096  # less room for barriers and alignment
 LN2 = 0.6931471805599453
 BWD_TILE = 64  # keys (dQ) or queries (dK/dV) per backward step: keeps the f32 tiles in registers
 # jax < 0.11 requires plgpu.load's index argument; later versions deprecate it.
@@ -52,8 +52,6 @@ def unsupported(spec: AttentionSpec, dtype, head_dim: int) -> str | None:
     return "a Hopper GPU (sm_90) for wgmma/TMA; use 'triton' or 'xla' elsewhere"
   if jnp.dtype(dtype) not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
     return f"bfloat16 or float16 inputs (got {jnp.dtype(dtype).name}); 'triton' runs float32"
-  if spec.segments:
-    return "no segment ids; 'triton' supports them"
   if head_dim % 64 or head_dim > 256:
     return f"head_dim a multiple of 64 up to 256 (got {head_dim})"
   if spec.block_q % CTA_ROWS or spec.block_k % CTA_ROWS:
@@ -94,7 +92,7 @@ def _piece_start(table, row: tuple, step, block: int, piece: int):
   return first + lax.rem(step, jnp.int32(per_block)) * piece
 
 
-def _allowed(spec: AttentionSpec, shape, q_start, k_start, keys_are_rows: bool = False):
+def _allowed(spec: AttentionSpec, shape, q_start, k_start, keys_are_rows: bool):
   """Bool tile mask (causal, key padding); rows are queries, or keys when ``keys_are_rows``."""
   rows = plgpu.broadcasted_iota(jnp.int32, shape, 0, layout=plgpu.Layout.WGMMA)
   cols = plgpu.broadcasted_iota(jnp.int32, shape, 1, layout=plgpu.Layout.WGMMA)
@@ -108,7 +106,63 @@ def _allowed(spec: AttentionSpec, shape, q_start, k_start, keys_are_rows: bool =
 
 
 def _masked(spec: AttentionSpec, keys_are_rows: bool = False) -> bool:
-  return spec.causal or (spec.kv_len is not None and not keys_are_rows)
+  """Whether tiles need a mask at all (else the kernels skip the mask code)."""
+  return (spec.causal or spec.segments
+          or (spec.kv_len is not None and not keys_are_rows))
+
+
+def _mask_tile(x, fill, spec: AttentionSpec, q_start, k_start, row_seg=None, col_seg=None,
+               keys_are_rows: bool = False):
+  """``x [64, n]`` with the disallowed entries replaced by ``fill``."""
+  if spec.causal or (spec.kv_len is not None and not keys_are_rows):
+    x = jnp.where(_allowed(spec, x.shape, q_start, k_start, keys_are_rows), x, fill)
+  if row_seg is not None:
+    same = (lax.broadcast_in_dim(row_seg, x.shape, [0])
+            == lax.broadcast_in_dim(col_seg, x.shape, [1]))
+    x = jnp.where(same, x, fill)
+  return x
+
+
+@dataclasses.dataclass(frozen=True)
+class _Segments:
+  """Segment ids in a kernel: a vector per compute warpgroup's rows, a ring of column vectors.
+
+  ``smem``/``barriers`` extend the kernel's scratch; ``rows(refs, wg, src)`` loads a warpgroup's
+  row ids once; ``ring(refs, source)`` streams the column ids with the K/V (or Q) tiles;
+  ``cols(refs, slot)`` reads one step's column ids and frees the slot.
+  """
+  slots: int
+  cols_per_step: int
+
+  @property
+  def smem(self):
+    return (plgpu.SMEM((COMPUTE_WGS, WG_ROWS), jnp.int32),
+            plgpu.SMEM((self.slots, self.cols_per_step), jnp.int32))
+
+  @property
+  def barriers(self):
+    return (plgpu.Barrier(num_barriers=COMPUTE_WGS), plgpu.Barrier(num_barriers=self.slots),
+            plgpu.Barrier(num_arrivals=COMPUTE_WGS, num_barriers=self.slots))
+
+  @staticmethod
+  def rows(refs, wg, source):
+    (row_smem, _), (row_loaded, _, _) = refs
+    plgpu.copy_gmem_to_smem(source, row_smem.at[wg], row_loaded.at[wg])
+    plgpu.barrier_wait(row_loaded.at[wg])
+    return _load_vector(row_smem.at[wg], plgpu.Layout.WGMMA.reduce(1))
+
+  @staticmethod
+  def ring(refs, source):
+    (_, col_smem), (_, col_loaded, col_free) = refs
+    return _Ring(source, col_smem, col_loaded, col_free)
+
+  @staticmethod
+  def cols(refs, slot):
+    (_, col_smem), (_, col_loaded, col_free) = refs
+    plgpu.barrier_wait(col_loaded.at[slot])
+    ids = _load_vector(col_smem.at[slot], plgpu.Layout.WGMMA.reduce(0))
+    plgpu.barrier_arrive(col_free.at[slot])
+    return ids
 
 
 def _slots(spec: AttentionSpec, fixed_bytes: int, slot_bytes: int) -> int:
@@ -169,18 +223,22 @@ def _sel_row(spec: AttentionSpec, bi, head, block):
 
 def forward(q, k, v, indices, counts, q_seg, kv_seg, spec: AttentionSpec):
   """Padded ``q [B, Sq', Hq, D]``, ``k, v [B, Sk', Hkv, D]`` -> ``(out, lse [B, Hq, Sq'])``."""
-  del q_seg, kv_seg  # refused by `unsupported`
   b, sqp, hq, d = q.shape
   dtype = q.dtype
   size = jnp.dtype(dtype).itemsize
   tile_k = CTA_ROWS
-  slots = _slots(spec, COMPUTE_WGS * WG_ROWS * (d * size + 4), 2 * tile_k * d * size)
+  slots = _slots(spec, COMPUTE_WGS * WG_ROWS * (d * size + 8),
+                 tile_k * (2 * d * size + 4 * spec.segments))
+  segs = _Segments(slots, tile_k) if spec.segments else None
   masked = _masked(spec)
   scale2 = spec.scale * tile.LOG2E  # scores in the base-2 domain, for exp2
 
-  def body(idx_ref, cnt_ref, q_ref, k_ref, v_ref, out_ref, lse_ref, smem, barriers):
-    qo_smem2, k_smem, v_smem, lse_smem2 = smem
-    k_loaded, v_loaded, q_loaded, k_free, v_free, turn = barriers
+  def body(idx_ref, cnt_ref, q_ref, k_ref, v_ref, *refs):
+    (qseg_ref, kvseg_ref), refs = (refs[:2], refs[2:]) if segs else ((None, None), refs)
+    out_ref, lse_ref, smem, barriers = refs
+    qo_smem2, k_smem, v_smem, lse_smem2 = smem[:4]
+    k_loaded, v_loaded, q_loaded, k_free, v_free, turn = barriers[:6]
+    seg_refs = (smem[4:], barriers[6:])
     bi, h, qt = lax.axis_index("batch"), lax.axis_index("heads"), lax.axis_index("q_tiles")
     row = _sel_row(spec, bi, h, lax.div(qt, jnp.int32(spec.block_q // CTA_ROWS)))
     steps = cnt_ref[row] * (spec.block_k // tile_k)
@@ -198,6 +256,8 @@ def forward(q, k, v, indices, counts, q_seg, kv_seg, spec: AttentionSpec):
       plgpu.copy_gmem_to_smem(q_ref.at[bi, pl.ds(q_base, WG_ROWS), h], qo_smem,
                               q_loaded.at[wg])
       plgpu.barrier_wait(q_loaded.at[wg])
+      row_seg = (segs.rows(seg_refs, wg, qseg_ref.at[bi, pl.ds(q_base, WG_ROWS)])
+                 if segs else None)
 
       @pl.when(steps > 0)
       def _():
@@ -217,7 +277,8 @@ def forward(q, k, v, indices, counts, q_seg, kv_seg, spec: AttentionSpec):
         s = pl.run_scoped(qk, plgpu.ACC((WG_ROWS, tile_k), jnp.float32))
         plgpu.barrier_arrive(k_free.at[slot])
         if masked:
-          s = jnp.where(_allowed(spec, s.shape, q_base, k_start(step)), s, -jnp.inf)
+          col_seg = segs.cols(seg_refs, slot) if segs else None
+          s = _mask_tile(s, -jnp.inf, spec, q_base, k_start(step), row_seg, col_seg)
         m_new = jnp.maximum(m, s.max(axis=1) * scale2)
         # Only a mask can leave a row's max at -inf; exp2 then needs a finite offset.
         m_use = jnp.where(m_new == -jnp.inf, 0.0, m_new) if masked else m_new
@@ -266,9 +327,11 @@ def forward(q, k, v, indices, counts, q_seg, kv_seg, spec: AttentionSpec):
       plgpu.copy_smem_to_gmem(lse_smem, lse_ref.at[bi, h, pl.ds(q_base, WG_ROWS)])
       plgpu.wait_smem_to_gmem(0)
 
-    _specialize(compute, lambda: _stream(steps, slots, (
-        _Ring(lambda s: k_ref.at[kv_rows(s)], k_smem, k_loaded, k_free),
-        _Ring(lambda s: v_ref.at[kv_rows(s)], v_smem, v_loaded, v_free))))
+    rings = (_Ring(lambda s: k_ref.at[kv_rows(s)], k_smem, k_loaded, k_free),
+             _Ring(lambda s: v_ref.at[kv_rows(s)], v_smem, v_loaded, v_free))
+    if segs:
+      rings += (segs.ring(seg_refs, lambda s: kvseg_ref.at[bi, pl.ds(k_start(s), tile_k)]),)
+    _specialize(compute, lambda: _stream(steps, slots, rings))
 
   smem = (_swizzled((COMPUTE_WGS, WG_ROWS, d), dtype), _swizzled((slots, tile_k, d), dtype),
           _swizzled((slots, tile_k, d), dtype), plgpu.SMEM((COMPUTE_WGS, WG_ROWS), jnp.float32))
@@ -279,23 +342,28 @@ def forward(q, k, v, indices, counts, q_seg, kv_seg, spec: AttentionSpec):
               plgpu.Barrier(num_arrivals=COMPUTE_WGS))
   out_type = [jax.ShapeDtypeStruct(q.shape, dtype),
               jax.ShapeDtypeStruct((b, hq, sqp), jnp.float32)]
-  return _launch(body, (indices, counts, q, k, v), out_type, (hq, sqp // CTA_ROWS, b),
-                 ("heads", "q_tiles", "batch"), smem, barriers)
+  return _launch(body, (indices, counts, q, k, v) + ((q_seg, kv_seg) if segs else ()),
+                 out_type, (hq, sqp // CTA_ROWS, b), ("heads", "q_tiles", "batch"),
+                 smem + (segs.smem if segs else ()), barriers + (segs.barriers if segs else ()))
 
 
-def _dq(q, k, v, dout, lse2, delta, indices, counts, spec: AttentionSpec):
+def _dq(q, k, v, dout, lse2, delta, indices, counts, q_seg, kv_seg, spec: AttentionSpec):
   """dQ ``[B, Sq', Hq, D]``: per query tile, the selected key tiles (as in the forward)."""
   b, sqp, hq, d = q.shape
   dtype = q.dtype
   size = jnp.dtype(dtype).itemsize
-  slots = _slots(spec, COMPUTE_WGS * WG_ROWS * (2 * d * size + 8), 2 * BWD_TILE * d * size)
+  slots = _slots(spec, COMPUTE_WGS * WG_ROWS * (2 * d * size + 12),
+                 BWD_TILE * (2 * d * size + 4 * spec.segments))
+  segs = _Segments(slots, BWD_TILE) if spec.segments else None
   masked = _masked(spec)
   scale2 = spec.scale * tile.LOG2E
 
-  def body(idx_ref, cnt_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, dq_ref, smem,
-           barriers):
-    q_smem2, do_smem2, lse_smem2, delta_smem2, k_smem, v_smem = smem
-    own_loaded, k_loaded, v_loaded, k_free, v_free = barriers
+  def body(idx_ref, cnt_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, *refs):
+    (qseg_ref, kvseg_ref), refs = (refs[:2], refs[2:]) if segs else ((None, None), refs)
+    dq_ref, smem, barriers = refs
+    q_smem2, do_smem2, lse_smem2, delta_smem2, k_smem, v_smem = smem[:6]
+    own_loaded, k_loaded, v_loaded, k_free, v_free = barriers[:5]
+    seg_refs = (smem[6:], barriers[5:])
     bi, h, qt = lax.axis_index("batch"), lax.axis_index("heads"), lax.axis_index("q_tiles")
     row = _sel_row(spec, bi, h, lax.div(qt, jnp.int32(spec.block_q // CTA_ROWS)))
     steps = cnt_ref[row] * (spec.block_k // BWD_TILE)
@@ -316,6 +384,8 @@ def _dq(q, k, v, dout, lse2, delta, indices, counts, spec: AttentionSpec):
         plgpu.barrier_wait(own_loaded.at[i * COMPUTE_WGS + wg])
       lse2 = _load_vector(lse_smem2.at[wg], plgpu.Layout.WGMMA.reduce(1))
       delta = _load_vector(delta_smem2.at[wg], plgpu.Layout.WGMMA.reduce(1))
+      row_seg = (segs.rows(seg_refs, wg, qseg_ref.at[bi, pl.ds(q_base, WG_ROWS)])
+                 if segs else None)
 
       def step_fn(step, dq):
         slot = lax.rem(step, jnp.int32(slots))
@@ -328,7 +398,8 @@ def _dq(q, k, v, dout, lse2, delta, indices, counts, spec: AttentionSpec):
         s = pl.run_scoped(qk, plgpu.ACC((WG_ROWS, BWD_TILE), jnp.float32))
         p = jnp.exp2(s * scale2 - lax.broadcast_in_dim(lse2, s.shape, [0]))
         if masked:
-          p = jnp.where(_allowed(spec, p.shape, q_base, k_start(step)), p, 0.0)
+          col_seg = segs.cols(seg_refs, slot) if segs else None
+          p = _mask_tile(p, 0.0, spec, q_base, k_start(step), row_seg, col_seg)
         plgpu.barrier_wait(v_loaded.at[slot])
 
         def dov(acc_ref):
@@ -352,9 +423,11 @@ def _dq(q, k, v, dout, lse2, delta, indices, counts, spec: AttentionSpec):
       plgpu.copy_smem_to_gmem(q_smem, dq_ref.at[rows])
       plgpu.wait_smem_to_gmem(0)
 
-    _specialize(compute, lambda: _stream(steps, slots, (
-        _Ring(lambda s: k_ref.at[kv_rows(s)], k_smem, k_loaded, k_free),
-        _Ring(lambda s: v_ref.at[kv_rows(s)], v_smem, v_loaded, v_free))))
+    rings = (_Ring(lambda s: k_ref.at[kv_rows(s)], k_smem, k_loaded, k_free),
+             _Ring(lambda s: v_ref.at[kv_rows(s)], v_smem, v_loaded, v_free))
+    if segs:
+      rings += (segs.ring(seg_refs, lambda s: kvseg_ref.at[bi, pl.ds(k_start(s), BWD_TILE)]),)
+    _specialize(compute, lambda: _stream(steps, slots, rings))
 
   smem = (_swizzled((COMPUTE_WGS, WG_ROWS, d), dtype),
           _swizzled((COMPUTE_WGS, WG_ROWS, d), dtype),
@@ -365,27 +438,32 @@ def _dq(q, k, v, dout, lse2, delta, indices, counts, spec: AttentionSpec):
               plgpu.Barrier(num_barriers=slots), plgpu.Barrier(num_barriers=slots),
               plgpu.Barrier(num_arrivals=COMPUTE_WGS, num_barriers=slots),
               plgpu.Barrier(num_arrivals=COMPUTE_WGS, num_barriers=slots))
-  return _launch(body, (indices, counts, q, k, v, dout, lse2, delta),
+  return _launch(body, (indices, counts, q, k, v, dout, lse2, delta)
+                 + ((q_seg, kv_seg) if segs else ()),
                  jax.ShapeDtypeStruct(q.shape, dtype), (hq, sqp // CTA_ROWS, b),
-                 ("heads", "q_tiles", "batch"), smem, barriers)
+                 ("heads", "q_tiles", "batch"), smem + (segs.smem if segs else ()),
+                 barriers + (segs.barriers if segs else ()))
 
 
-def _dkv(q, k, v, dout, lse2, delta, t_indices, t_counts, spec: AttentionSpec):
+def _dkv(q, k, v, dout, lse2, delta, t_indices, t_counts, q_seg, kv_seg, spec: AttentionSpec):
   """dK, dV ``[B, Sk', Hkv, D]``: per key tile, the query tiles of every head in its group."""
   b, skp, hkv, d = k.shape
   dtype = k.dtype
   size = jnp.dtype(dtype).itemsize
   group = spec.kv_group
   per_block = spec.block_q // BWD_TILE
-  slots = _slots(spec, 2 * COMPUTE_WGS * WG_ROWS * d * size,
-                 2 * BWD_TILE * (d * size + 4))
+  slots = _slots(spec, COMPUTE_WGS * WG_ROWS * (2 * d * size + 4),
+                 BWD_TILE * (2 * d * size + 8 + 4 * spec.segments))
+  segs = _Segments(slots, BWD_TILE) if spec.segments else None
   masked = _masked(spec, keys_are_rows=True)
   scale2 = spec.scale * tile.LOG2E
 
-  def body(idx_ref, cnt_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, dk_ref, dv_ref,
-           smem, barriers):
-    k_smem2, v_smem2, q_smem, do_smem, lse_smem, delta_smem = smem
-    own_loaded, loaded, free = barriers[0], barriers[1:5], barriers[5:]
+  def body(idx_ref, cnt_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, *refs):
+    (qseg_ref, kvseg_ref), refs = (refs[:2], refs[2:]) if segs else ((None, None), refs)
+    dk_ref, dv_ref, smem, barriers = refs
+    k_smem2, v_smem2, q_smem, do_smem, lse_smem, delta_smem = smem[:6]
+    own_loaded, loaded, free = barriers[0], barriers[1:5], barriers[5:9]
+    seg_refs = (smem[6:], barriers[9:])
     bi, kvh, kt = lax.axis_index("batch"), lax.axis_index("heads"), lax.axis_index("k_tiles")
     kb = lax.div(kt, jnp.int32(spec.block_k // CTA_ROWS))
     heads = [kvh * group + g for g in range(group)]
@@ -421,6 +499,8 @@ def _dkv(q, k, v, dout, lse2, delta, t_indices, t_counts, spec: AttentionSpec):
       plgpu.copy_gmem_to_smem(v_ref.at[kv_rows], v_smem, own_loaded.at[COMPUTE_WGS + wg])
       plgpu.barrier_wait(own_loaded.at[wg])
       plgpu.barrier_wait(own_loaded.at[COMPUTE_WGS + wg])
+      row_seg = (segs.rows(seg_refs, wg, kvseg_ref.at[bi, pl.ds(k_base, WG_ROWS)])
+                 if segs else None)
       q_loaded, do_loaded, lse_loaded, delta_loaded = loaded
       q_free, do_free, lse_free, delta_free = free
 
@@ -439,8 +519,9 @@ def _dkv(q, k, v, dout, lse2, delta, t_indices, t_counts, spec: AttentionSpec):
         plgpu.barrier_arrive(lse_free.at[slot])
         p_t = jnp.exp2(s_t * scale2 - lax.broadcast_in_dim(lse2, s_t.shape, [1]))
         if masked:
-          p_t = jnp.where(_allowed(spec, p_t.shape, locate(step)[1], k_base,
-                                   keys_are_rows=True), p_t, 0.0)
+          col_seg = segs.cols(seg_refs, slot) if segs else None
+          p_t = _mask_tile(p_t, 0.0, spec, locate(step)[1], k_base, row_seg, col_seg,
+                           keys_are_rows=True)
         plgpu.barrier_wait(do_loaded.at[slot])
 
         def dv_and_dp(refs):  # one wgmma wait for both products
@@ -475,6 +556,8 @@ def _dkv(q, k, v, dout, lse2, delta, t_indices, t_counts, spec: AttentionSpec):
                lambda s: lse_ref.at[q_vec(s)], lambda s: delta_ref.at[q_vec(s)])
     rings = tuple(_Ring(src, buf, ld, fr) for src, buf, ld, fr in
                   zip(sources, (q_smem, do_smem, lse_smem, delta_smem), loaded, free))
+    if segs:
+      rings += (segs.ring(seg_refs, lambda s: qseg_ref.at[bi, pl.ds(locate(s)[1], BWD_TILE)]),)
     _specialize(compute, lambda: _stream(total, slots, rings))
 
   smem = (_swizzled((COMPUTE_WGS, WG_ROWS, d), dtype),
@@ -485,16 +568,17 @@ def _dkv(q, k, v, dout, lse2, delta, t_indices, t_counts, spec: AttentionSpec):
               + (plgpu.Barrier(num_barriers=slots),) * 4
               + (plgpu.Barrier(num_arrivals=COMPUTE_WGS, num_barriers=slots),) * 4)
   grads = jax.ShapeDtypeStruct(k.shape, dtype)
-  return _launch(body, (t_indices, t_counts, q, k, v, dout, lse2, delta), [grads, grads],
-                 (hkv, skp // CTA_ROWS, b), ("heads", "k_tiles", "batch"), smem, barriers)
+  return _launch(body, (t_indices, t_counts, q, k, v, dout, lse2, delta)
+                 + ((q_seg, kv_seg) if segs else ()), [grads, grads],
+                 (hkv, skp // CTA_ROWS, b), ("heads", "k_tiles", "batch"),
+                 smem + (segs.smem if segs else ()), barriers + (segs.barriers if segs else ()))
 
 
 def backward(q, k, v, out, lse, dout, indices, counts, q_seg, kv_seg, spec: AttentionSpec):
   """Padded inputs as in ``forward``; returns ``(dq, dk, dv)`` in the inputs' dtypes."""
-  del q_seg, kv_seg  # refused by `unsupported`
   delta = jnp.einsum("bqhd,bqhd->bhq", out.astype(jnp.float32), dout.astype(jnp.float32))
   lse2 = tile.base2_lse(lse)
-  dq = _dq(q, k, v, dout, lse2, delta, indices, counts, spec)
+  dq = _dq(q, k, v, dout, lse2, delta, indices, counts, q_seg, kv_seg, spec)
   t_indices, t_counts = transposed_selection(indices, counts, k.shape[1] // spec.block_k)
-  dk, dv = _dkv(q, k, v, dout, lse2, delta, t_indices, t_counts, spec)
+  dk, dv = _dkv(q, k, v, dout, lse2, delta, t_indices, t_counts, q_seg, kv_seg, spec)
   return dq, dk, dv

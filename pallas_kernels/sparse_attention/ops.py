@@ -61,7 +61,7 @@ def sparse_attention(q: jax.Array, k: jax.Array, v: jax.Array, selection: BlockS
   attention to equal ids, which is also how padding is expressed). ``selection`` must have
   ``ceil(Sq / block_q)`` query blocks and index ``ceil(Sk / block_k)`` key blocks; lengths that
   are not block multiples are padded here. ``implementation``: None (by platform),
-  ``"mosaic_tpu"``, ``"mosaic_gpu"`` (Hopper; bf16/f16, no segment ids: None falls back to
+  ``"mosaic_tpu"``, ``"mosaic_gpu"`` (Hopper, bf16/f16, blocks of 128s: None falls back to
   ``"triton"`` for other calls), ``"triton"`` or ``"xla"`` (the reference). The TPU and Triton
   kernels run in interpret mode where the platform cannot compile them unless ``interpret``
   says otherwise; Mosaic GPU has no interpret mode here. Gradients: a custom VJP whose dQ and
