@@ -31,7 +31,7 @@ def copy_bandwidth() -> float:
 
 # Fused-kernel tunings timed beside the default (rows x d_chunk sets the tile and the grid;
 # dense_rows: the index-then-gather variant, whose token pass can take long blocks).
-FUSED_SWEEP = (dict(num_warps=4), dict(num_stages=2), dict(num_stages=3), dict(radix_bits=1),
+FUSED_SWEEP = (dict(num_warps=4), dict(num_stages=2), dict(num_stages=3), dict(radix_bits=2),
                dict(radix_bits=4), dict(rows=64, d_chunk=256, num_warps=4),
                dict(rows=64, d_chunk=128, num_warps=4), dict(rows=128, d_chunk=128, num_warps=4),
                dict(rows=256, d_chunk=128), dict(rows=256, d_chunk=64, num_warps=4),
@@ -63,6 +63,11 @@ def variants(b, n, kk, scores, feats, interpret: bool = False):
   for tuning in FUSED_SWEEP:
     name = " ".join(f"{key}={value}" for key, value in tuning.items())
     out[f"  fused {name}"] = functools.partial(ours, **tuning)
+  narrow = feats[:, :, :8]  # one program per row: the search + token pass latency
+  for tuning in (dict(), dict(radix_bits=2), dict(dense_rows=64, rows=1024)):
+    name = " ".join(f"{key}={value}" for key, value in tuning.items()) or "default"
+    out[f"  fused on 8 feature columns {name}"] = functools.partial(
+        lambda s, f, **kw: ours(s, narrow, **kw), **tuning)
   for bits, warps in ((1, 4), (2, 8), (4, 8)):  # the two-kernel path's index kernel alone
     out[f"  indices kernel radix_bits={bits} num_warps={warps}"] = functools.partial(
         lambda s, f, **kw: triton.indices(s, counts, kk, interpret=interpret, **kw),

@@ -14,7 +14,7 @@ from pallas_kernels.select_tokens import mosaic_tpu
 # column chunks per row (only chunk 0 writes the indices), its dense variant, the two kernels.
 KERNELS = [("mosaic_tpu", {}), ("triton", {}),
            ("triton", dict(rows=16, d_chunk=8, radix_bits=4, num_warps=4)),
-           ("triton", dict(dense_rows=16, rows=64, d_chunk=8)), ("triton", dict(fused=False))]
+           ("triton", dict(dense_rows=16, rows=64, d_chunk=8, radix_bits=2)), ("triton", dict(fused=False))]
 KERNEL_IDS = ["mosaic_tpu", "triton-fused", "triton-fused-small-blocks", "triton-fused-dense",
               "triton-two-kernel"]
 

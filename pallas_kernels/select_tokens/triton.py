@@ -154,7 +154,7 @@ def gather(features, idx, *, interpret: bool, rows: int = 64, num_warps: int = 8
 
 def fused_select(scores, features, counts, max_k: int, *, interpret: bool, rows: int = 128,
                  d_chunk: int = 256, num_warps: int = 8, num_stages: int = 1,
-                 radix_bits: int = 2, dense_rows: int | None = None):
+                 radix_bits: int = 1, dense_rows: int | None = None):
   """``(indices [B, max_k], features [B, max_k, D])`` in one kernel (``_fused_kernel``).
 
   ``rows``: tokens per streamed block (power of two, < 2**15); ``d_chunk``: feature columns
@@ -191,7 +191,7 @@ def fused_select(scores, features, counts, max_k: int, *, interpret: bool, rows:
 
 
 def two_kernel_select(scores, features, counts, max_k: int, *, interpret: bool,
-                      radix_bits: int = 2, index_warps: int = 8, rows: int = 64,
+                      radix_bits: int = 1, index_warps: int = 4, rows: int = 64,
                       gather_warps: int = 8):
   """``(indices, features)`` by ``indices`` then ``gather`` (an XLA gather if ``D`` is not a
   power of two)."""
