@@ -35,16 +35,17 @@ def _check(got, want):
 
 
 @pytest.mark.parametrize("impl,tuning", KERNELS, ids=KERNEL_IDS)
-@pytest.mark.parametrize("n,k,ties", [(300, 37, True), (128, 1, False)])
-def test_exact_top_k(impl, tuning, n, k, ties):
+@pytest.mark.parametrize("n,k,max_k,ties", [(300, 37, 57, True), (128, 1, 1, False)])
+def test_exact_top_k(impl, tuning, n, k, max_k, ties):
   scores, feats = _inputs(3, n, 32, ties)
-  got = select_tokens(scores, feats, k, implementation=impl, **tuning)
-  _check(got, select_tokens(scores, feats, k, implementation="xla"))
-  # The reference itself: the kept set is the top-k with ties by lower index, ascending.
+  got = select_tokens(scores, feats, k, max_k=max_k, implementation=impl, **tuning)
+  _check(got, select_tokens(scores, feats, k, max_k=max_k, implementation="xla"))
+  # The reference itself: the kept set is the top-k with ties by lower index, ascending,
+  # then -1 pads up to max_k.
   s = np.asarray(scores) + 0.0
   for row in range(3):
     order = sorted(range(n), key=lambda i: (-s[row, i], i))[:k]
-    np.testing.assert_array_equal(got.indices[row], sorted(order))
+    np.testing.assert_array_equal(got.indices[row], sorted(order) + [-1] * (max_k - k))
 
 
 @pytest.mark.parametrize("impl,tuning", KERNELS, ids=KERNEL_IDS)
@@ -55,10 +56,10 @@ def test_ragged_budgets_and_threshold(impl, tuning):
   _check(got, select_tokens_reference(scores, feats, jnp.minimum(budgets, 200), 200))
   assert np.all(np.asarray(got.indices)[0] == -1) and np.all(np.asarray(got.features)[0] == 0)
   np.testing.assert_array_equal(got.indices[2:], np.tile(np.arange(200), (2, 1)))
-  thr = select_tokens_above(scores, feats, 1.0, max_k=80, implementation=impl, **tuning)
-  want = np.minimum((np.asarray(scores) >= 1.0).sum(1), 80)
+  thr = select_tokens_above(scores, feats, 1.0, max_k=200, implementation=impl, **tuning)
+  want = (np.asarray(scores) >= 1.0).sum(1)
   np.testing.assert_array_equal(thr.counts, want)
-  _check(thr, select_tokens_reference(scores, feats, want, 80))
+  _check(thr, select_tokens_reference(scores, feats, want, 200))
 
 
 def test_threshold_kernel_lowers_for_tpu():
