@@ -4,7 +4,7 @@ Usage: python benchmarks/bench_select_tokens.py [OUT_DIR]   (default: $OUT or .)
 Prints a Markdown table and writes bench_select_tokens.json. Times are medians over repeats
 of back-to-back calls after warm-up. The floor is the fewest bytes the op must move (read the
 scores and the kept rows, write the rows and the indices) over the copy bandwidth measured
-in the same run.
+in the same run. Each full variant's answer is also compared with the anchor's.
 """
 
 from __future__ import annotations
@@ -80,25 +80,39 @@ def variants(b, n, kk, scores, feats, interpret: bool = False):
   return out
 
 
-def main(out_dir: str):
-  b, n, kk, d = 64, 4096, 1024, 1024
+def agrees(result, want) -> str:
+  """"yes"/"NO" if ``result`` is a full (indices, features) answer equal to ``want``, else ""."""
+  if not (isinstance(result, tuple) and len(result) >= 2
+          and getattr(result[1], "shape", None) == want[1].shape):
+    return ""
+  same = all(bool(jnp.array_equal(got, ref)) for got, ref in zip(result[:2], want))
+  return "yes" if same else "NO"
+
+
+def main(out_dir: str, shape: tuple[int, int, int, int] = (64, 4096, 1024, 1024)):
+  """Times ``variants`` on ``shape = (B, N, K, D)``."""
+  b, n, kk, d = shape
   ks = jax.random.split(jax.random.key(1), 2)
   scores = jax.random.normal(ks[0], (b, n), jnp.float32)
   feats = jax.random.normal(ks[1], (b, n, d), jnp.bfloat16)
   bandwidth = copy_bandwidth()
   floor = (scores.nbytes + 2 * b * kk * d * 2 + b * kk * 4) / bandwidth
-  rows = []
+  rows, want = [], None
   for name, fn in variants(b, n, kk, scores, feats).items():
-    t, err = try_per_call_seconds(jax.jit(fn), scores, feats)
-    rows.append(dict(name=name, time=t, err=err))
+    fn = jax.jit(fn)
+    t, err = try_per_call_seconds(fn, scores, feats)
+    want = fn(scores, feats) if want is None else want  # the anchor's answer
+    rows.append(dict(name=name, time=t, err=err,
+                     matches_anchor="" if err else agrees(fn(scores, feats), want)))
   base = rows[0]["time"]
   print(f"\n## select_tokens  B={b} N={n} K={kk} D={d} bf16 features, f32 scores\n")
   print(f"copy bandwidth {bandwidth / 1e12:.2f} TB/s, floor {floor * 1e6:.1f} µs\n")
-  print("| variant | µs | speed-up vs anchor | fraction of bandwidth floor |")
-  print("|---|---|---|---|")
+  print("| variant | µs | speed-up vs anchor | fraction of bandwidth floor | equals anchor |")
+  print("|---|---|---|---|---|")
   for r in rows:
     print(f"| {r['name']} | {r['time'] * 1e6:.1f} | {base / r['time']:.2f}x | "
-          f"{floor / r['time']:.2f} |{' ' + r['err'] if r['err'] else ''}")
+          f"{floor / r['time']:.2f} | {r['matches_anchor']} |"
+          f"{' ' + r['err'] if r['err'] else ''}")
   os.makedirs(out_dir, exist_ok=True)
   write_json(os.path.join(out_dir, "bench_select_tokens.json"),
              dict(environment=environment(), bandwidth=bandwidth, floor=floor, rows=rows))

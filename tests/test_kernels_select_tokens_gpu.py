@@ -12,9 +12,12 @@ from pallas_kernels import select_tokens
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(jax.default_backend() != "gpu", reason="needs a CUDA GPU")]
 
-# The fused kernel (default and other block shapes, D = 200 -> 8-column chunks) and the two.
+# The fused kernel (default, other block shapes, pipelined, D = 200 -> 8-column chunks), its
+# dense variant (block barrier between the index pass and the gather) and the two kernels.
 TUNINGS = {"fused": ({}, 256), "fused-blocks": (dict(rows=256, d_chunk=64, num_warps=4), 256),
-           "fused-odd-d": ({}, 200), "two-kernel": (dict(fused=False), 256)}
+           "fused-stages": (dict(num_stages=3, radix_bits=2), 256), "fused-odd-d": ({}, 200),
+           "fused-dense": (dict(dense_rows=64, rows=1024), 256),
+           "two-kernel": (dict(fused=False), 256)}
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
