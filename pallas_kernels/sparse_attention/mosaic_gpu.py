@@ -1,13 +1,10 @@
 """GPU kernels (Pallas Mosaic GPU, Hopper): block-sparse flash attention forward and backward.
 
-Every kernel is one warp-specialised CTA of three warpgroups:
-
-- a memory warpgroup walks the CTA's selection row with scalar loads and TMA-copies only the
-  selected tiles into a ring of ``slots`` shared-memory buffers (``_stream``). Per buffer and
-  slot, a ``loaded`` barrier (TMA done) and a ``free`` barrier (both compute warpgroups done
-  with it) hand the slot back and forth, so unselected blocks are never loaded;
-- two compute warpgroups own 64 rows each of the CTA's 128-row tile (one selection block) and
-  consume the ring with ``wgmma`` from shared memory and softmax math in registers.
+Every kernel is one warp-specialised CTA (``warp_specialized``): a memory warpgroup walks the
+CTA's selection row with scalar loads and TMA-copies only the selected tiles into rings of
+shared-memory slots, so unselected blocks are never loaded; two compute warpgroups own 64 rows
+each of the CTA's 128-row tile (one selection block) and consume the rings with ``wgmma`` from
+shared memory and softmax math in registers.
 
 Forward (grid: query tile x query head x batch): the FlashAttention-3 schedule; a schedule
 barrier alternates the two compute warpgroups so one's softmax overlaps the other's matmuls.
@@ -20,10 +17,6 @@ group. Causal, key-padding and segment-id masks are applied per tile when the ca
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
-from typing import Any, Callable
-
 import jax
 import jax.experimental.pallas.mosaic_gpu as plgpu
 import jax.numpy as jnp
@@ -31,18 +24,13 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from pallas_kernels.sparse_attention import tile
+from pallas_kernels.sparse_attention import warp_specialized as ws
 from pallas_kernels.sparse_attention.config import AttentionSpec
 from pallas_kernels.sparse_attention.selection import transposed_selection
+from pallas_kernels.sparse_attention.warp_specialized import COMPUTE_WGS, CTA_ROWS, WG_ROWS
 
-WG_ROWS = 64  # rows per compute warpgroup (one wgmma M tile)
-COMPUTE_WGS = 2
-CTA_ROWS = WG_ROWS * COMPUTE_WGS
-SMEM_BYTES = 227 * 1024 - 4096  # less room for barriers and alignment
 LN2 = 0.6931471805599453
 BWD_TILE = 64  # keys (dQ) or queries (dK/dV) per backward step: keeps the f32 tiles in registers
-# jax < 0.11 requires plgpu.load's index argument; later versions deprecate it.
-_LOAD_INDEX = (((),) if inspect.signature(plgpu.load).parameters["idx"].default
-               is inspect.Parameter.empty else ())
 
 
 def unsupported(spec: AttentionSpec, dtype, head_dim: int) -> str | None:
@@ -60,177 +48,16 @@ def unsupported(spec: AttentionSpec, dtype, head_dim: int) -> str | None:
   return None
 
 
-@dataclasses.dataclass(frozen=True)
-class _Ring:
-  """A ring of shared-memory slots fed by TMA: ``source(step)`` is step's GMEM view."""
-  source: Callable[[Any], Any]
-  smem: Any
-  loaded: Any
-  free: Any
-
-
-def _stream(steps, slots: int, rings: tuple[_Ring, ...]):
-  """Memory warpgroup: step ``s`` fills slot ``s % slots`` once step ``s - slots`` freed it."""
-  @pl.loop(0, steps)
-  def _(step):
-    slot = lax.rem(step, jnp.int32(slots))
-    for ring in rings:
-      @pl.when(step >= slots)
-      def _():
-        plgpu.barrier_wait(ring.free.at[slot])
-
-      plgpu.copy_gmem_to_smem(ring.source(step), ring.smem.at[slot], ring.loaded.at[slot])
-
-
-def _piece_start(table, row: tuple, step, block: int, piece: int):
-  """First position of the ``step``-th ``piece``-long part of the blocks listed in ``table[row]``."""
-  per_block = block // piece
-  if per_block == 1:
-    return table[(*row, step)] * block
-  step = jnp.asarray(step, jnp.int32)
-  first = table[(*row, lax.div(step, jnp.int32(per_block)))] * block
-  return first + lax.rem(step, jnp.int32(per_block)) * piece
-
-
-def _allowed(spec: AttentionSpec, shape, q_start, k_start, keys_are_rows: bool):
-  """Bool tile mask (causal, key padding); rows are queries, or keys when ``keys_are_rows``."""
-  rows = plgpu.broadcasted_iota(jnp.int32, shape, 0, layout=plgpu.Layout.WGMMA)
-  cols = plgpu.broadcasted_iota(jnp.int32, shape, 1, layout=plgpu.Layout.WGMMA)
-  if keys_are_rows:  # dK/dV: padded keys only reach their own (discarded) gradient rows
-    return cols >= rows + (k_start - q_start)
-  last = None if spec.kv_len is None else spec.kv_len - 1 - k_start
-  if spec.causal:
-    diag = rows + (q_start - k_start)
-    last = diag if last is None else jnp.minimum(diag, last)
-  return cols <= last
-
-
-def _masked(spec: AttentionSpec, keys_are_rows: bool = False) -> bool:
-  """Whether tiles need a mask at all (else the kernels skip the mask code)."""
-  return (spec.causal or spec.segments
-          or (spec.kv_len is not None and not keys_are_rows))
-
-
-def _mask_tile(x, fill, spec: AttentionSpec, q_start, k_start, row_seg=None, col_seg=None,
-               keys_are_rows: bool = False):
-  """``x [64, n]`` with the disallowed entries replaced by ``fill``."""
-  if spec.causal or (spec.kv_len is not None and not keys_are_rows):
-    x = jnp.where(_allowed(spec, x.shape, q_start, k_start, keys_are_rows), x, fill)
-  if row_seg is not None:
-    same = (lax.broadcast_in_dim(row_seg, x.shape, [0])
-            == lax.broadcast_in_dim(col_seg, x.shape, [1]))
-    x = jnp.where(same, x, fill)
-  return x
-
-
-@dataclasses.dataclass(frozen=True)
-class _Segments:
-  """Segment ids in a kernel: a vector per compute warpgroup's rows, a ring of column vectors.
-
-  ``smem``/``barriers`` extend the kernel's scratch; ``rows(refs, wg, src)`` loads a warpgroup's
-  row ids once; ``ring(refs, source)`` streams the column ids with the K/V (or Q) tiles;
-  ``cols(refs, slot)`` reads one step's column ids and frees the slot.
-  """
-  slots: int
-  cols_per_step: int
-
-  @property
-  def smem(self):
-    return (plgpu.SMEM((COMPUTE_WGS, WG_ROWS), jnp.int32),
-            plgpu.SMEM((self.slots, self.cols_per_step), jnp.int32))
-
-  @property
-  def barriers(self):
-    return (plgpu.Barrier(num_barriers=COMPUTE_WGS), plgpu.Barrier(num_barriers=self.slots),
-            plgpu.Barrier(num_arrivals=COMPUTE_WGS, num_barriers=self.slots))
-
-  @staticmethod
-  def rows(refs, wg, source):
-    (row_smem, _), (row_loaded, _, _) = refs
-    plgpu.copy_gmem_to_smem(source, row_smem.at[wg], row_loaded.at[wg])
-    plgpu.barrier_wait(row_loaded.at[wg])
-    return _load_vector(row_smem.at[wg], plgpu.Layout.WGMMA.reduce(1))
-
-  @staticmethod
-  def ring(refs, source):
-    (_, col_smem), (_, col_loaded, col_free) = refs
-    return _Ring(source, col_smem, col_loaded, col_free)
-
-  @staticmethod
-  def cols(refs, slot):
-    (_, col_smem), (_, col_loaded, col_free) = refs
-    plgpu.barrier_wait(col_loaded.at[slot])
-    ids = _load_vector(col_smem.at[slot], plgpu.Layout.WGMMA.reduce(0))
-    plgpu.barrier_arrive(col_free.at[slot])
-    return ids
-
-
-def _slots(spec: AttentionSpec, fixed_bytes: int, slot_bytes: int) -> int:
-  """Ring depth: ``spec.num_stages`` (at least 2), as many as shared memory holds."""
-  return max(2, min(spec.num_stages, (SMEM_BYTES - fixed_bytes) // slot_bytes))
-
-
-def _swizzled(shape, dtype):
-  return plgpu.SMEM(shape, dtype,
-                    transforms=(plgpu.TilingTransform((8, 64)), plgpu.SwizzleTransform(128)))
-
-
-def _launch(body, args, out_type, grid, grid_names, smem, barriers):
-  """Runs ``body(*in_refs, *out_refs, smem, barriers)`` on 2 compute + 1 memory warpgroups."""
-  def entry(*refs):
-    pl.run_scoped(lambda smem_refs, *barrier_refs: body(*refs, smem_refs, barrier_refs),
-                  smem, *barriers, collective_axes="wg")
-
-  return plgpu.kernel(entry, out_type=out_type, grid=grid, grid_names=grid_names,
-                      num_threads=COMPUTE_WGS + 1, thread_name="wg",
-                      compiler_params=plgpu.CompilerParams(approx_math=True))(*args)
-
-
-def _specialize(compute: Callable[[Any], None], memory: Callable[[], None]):
-  """Warpgroups 0..1 run ``compute(wg)`` with most registers; the last runs ``memory()``."""
-  wg = lax.axis_index("wg")
-
-  @pl.when(wg < COMPUTE_WGS)
-  def _():
-    plgpu.set_max_registers(232, action="increase")
-    compute(wg)
-
-  @pl.when(wg == COMPUTE_WGS)
-  def _():
-    plgpu.set_max_registers(40, action="decrease")
-    memory()
-
-
-def _acc(shape):
-  return plgpu.layout_cast(jnp.full(shape, 0.0, jnp.float32), plgpu.Layout.WGMMA)
-
-
-def _row_vector(value):
-  """A per-row (query) vector of a ``[64, n]`` WGMMA tile."""
-  return plgpu.layout_cast(jnp.full((WG_ROWS,), value, jnp.float32),
-                           plgpu.Layout.WGMMA.reduce(1))
-
-
-def _load_vector(ref, layout):
-  """``ref``'s vector in registers with ``layout`` (a row or column of a WGMMA tile)."""
-  return plgpu.load(ref, *_LOAD_INDEX, layout=layout)
-
-
-def _sel_row(spec: AttentionSpec, bi, head, block):
-  """The selection row of (batch, query head, block)."""
-  return (bi if spec.sel_batch > 1 else 0, lax.div(head, jnp.int32(spec.sel_group)), block)
-
-
 def forward(q, k, v, indices, counts, q_seg, kv_seg, spec: AttentionSpec):
   """Padded ``q [B, Sq', Hq, D]``, ``k, v [B, Sk', Hkv, D]`` -> ``(out, lse [B, Hq, Sq'])``."""
   b, sqp, hq, d = q.shape
   dtype = q.dtype
   size = jnp.dtype(dtype).itemsize
   tile_k = CTA_ROWS
-  slots = _slots(spec, COMPUTE_WGS * WG_ROWS * (d * size + 8),
-                 tile_k * (2 * d * size + 4 * spec.segments))
-  segs = _Segments(slots, tile_k) if spec.segments else None
-  masked = _masked(spec)
+  slots = ws.ring_slots(spec, COMPUTE_WGS * WG_ROWS * (d * size + 8),
+                        tile_k * (2 * d * size + 4 * spec.segments))
+  segs = ws.Segments(slots, tile_k) if spec.segments else None
+  use_mask = ws.masked(spec)
   scale2 = spec.scale * tile.LOG2E  # scores in the base-2 domain, for exp2
 
   def body(idx_ref, cnt_ref, q_ref, k_ref, v_ref, *refs):
@@ -240,10 +67,10 @@ def forward(q, k, v, indices, counts, q_seg, kv_seg, spec: AttentionSpec):
     k_loaded, v_loaded, q_loaded, k_free, v_free, turn = barriers[:6]
     seg_refs = (smem[4:], barriers[6:])
     bi, h, qt = lax.axis_index("batch"), lax.axis_index("heads"), lax.axis_index("q_tiles")
-    row = _sel_row(spec, bi, h, lax.div(qt, jnp.int32(spec.block_q // CTA_ROWS)))
+    row = ws.selection_row(spec, bi, h, lax.div(qt, jnp.int32(spec.block_q // CTA_ROWS)))
     steps = cnt_ref[row] * (spec.block_k // tile_k)
     kv_head = lax.div(h, jnp.int32(spec.kv_group))
-    k_start = lambda step: _piece_start(idx_ref, row, step, spec.block_k, tile_k)
+    k_start = lambda step: ws.piece_start(idx_ref, row, step, spec.block_k, tile_k)
     kv_rows = lambda step: (bi, pl.ds(k_start(step), tile_k), kv_head)
 
     def take_turn():
@@ -276,12 +103,12 @@ def forward(q, k, v, indices, counts, q_seg, kv_seg, spec: AttentionSpec):
 
         s = pl.run_scoped(qk, plgpu.ACC((WG_ROWS, tile_k), jnp.float32))
         plgpu.barrier_arrive(k_free.at[slot])
-        if masked:
+        if use_mask:
           col_seg = segs.cols(seg_refs, slot) if segs else None
-          s = _mask_tile(s, -jnp.inf, spec, q_base, k_start(step), row_seg, col_seg)
+          s = ws.mask_tile(s, -jnp.inf, spec, q_base, k_start(step), row_seg, col_seg)
         m_new = jnp.maximum(m, s.max(axis=1) * scale2)
         # Only a mask can leave a row's max at -inf; exp2 then needs a finite offset.
-        m_use = jnp.where(m_new == -jnp.inf, 0.0, m_new) if masked else m_new
+        m_use = jnp.where(m_new == -jnp.inf, 0.0, m_new) if use_mask else m_new
         alpha = jnp.exp2(m - m_use)
         p = jnp.exp2(s * scale2 - lax.broadcast_in_dim(m_use, s.shape, [0]))
         acc *= lax.broadcast_in_dim(alpha, acc.shape, [0])
@@ -313,7 +140,7 @@ def forward(q, k, v, indices, counts, q_seg, kv_seg, spec: AttentionSpec):
         plgpu.barrier_arrive(v_free.at[slot])
         return acc, m_new, l
 
-      init = (_acc((WG_ROWS, d)), _row_vector(-jnp.inf), _row_vector(0.0))
+      init = (ws.zeros_acc((WG_ROWS, d)), ws.row_vector(-jnp.inf), ws.row_vector(0.0))
       acc, m, l = lax.fori_loop(0, steps, step_fn, init)
       pl.when(wg == 0)(take_turn)
       # A non-empty row has l >= 1 (its max term is exp2(0)); an empty one has l = 0,
@@ -327,14 +154,15 @@ def forward(q, k, v, indices, counts, q_seg, kv_seg, spec: AttentionSpec):
       plgpu.copy_smem_to_gmem(lse_smem, lse_ref.at[bi, h, pl.ds(q_base, WG_ROWS)])
       plgpu.wait_smem_to_gmem(0)
 
-    rings = (_Ring(lambda s: k_ref.at[kv_rows(s)], k_smem, k_loaded, k_free),
-             _Ring(lambda s: v_ref.at[kv_rows(s)], v_smem, v_loaded, v_free))
+    rings = (ws.Ring(lambda s: k_ref.at[kv_rows(s)], k_smem, k_loaded, k_free),
+             ws.Ring(lambda s: v_ref.at[kv_rows(s)], v_smem, v_loaded, v_free))
     if segs:
       rings += (segs.ring(seg_refs, lambda s: kvseg_ref.at[bi, pl.ds(k_start(s), tile_k)]),)
-    _specialize(compute, lambda: _stream(steps, slots, rings))
+    ws.specialize(compute, lambda: ws.stream(steps, slots, rings))
 
-  smem = (_swizzled((COMPUTE_WGS, WG_ROWS, d), dtype), _swizzled((slots, tile_k, d), dtype),
-          _swizzled((slots, tile_k, d), dtype), plgpu.SMEM((COMPUTE_WGS, WG_ROWS), jnp.float32))
+  smem = (ws.swizzled((COMPUTE_WGS, WG_ROWS, d), dtype), ws.swizzled((slots, tile_k, d), dtype),
+          ws.swizzled((slots, tile_k, d), dtype),
+          plgpu.SMEM((COMPUTE_WGS, WG_ROWS), jnp.float32))
   barriers = (plgpu.Barrier(num_barriers=slots), plgpu.Barrier(num_barriers=slots),
               plgpu.Barrier(num_barriers=COMPUTE_WGS),
               plgpu.Barrier(num_arrivals=COMPUTE_WGS, num_barriers=slots),
@@ -342,7 +170,7 @@ def forward(q, k, v, indices, counts, q_seg, kv_seg, spec: AttentionSpec):
               plgpu.Barrier(num_arrivals=COMPUTE_WGS))
   out_type = [jax.ShapeDtypeStruct(q.shape, dtype),
               jax.ShapeDtypeStruct((b, hq, sqp), jnp.float32)]
-  return _launch(body, (indices, counts, q, k, v) + ((q_seg, kv_seg) if segs else ()),
+  return ws.launch(body, (indices, counts, q, k, v) + ((q_seg, kv_seg) if segs else ()),
                  out_type, (hq, sqp // CTA_ROWS, b), ("heads", "q_tiles", "batch"),
                  smem + (segs.smem if segs else ()), barriers + (segs.barriers if segs else ()))
 
@@ -352,10 +180,10 @@ def _dq(q, k, v, dout, lse2, delta, indices, counts, q_seg, kv_seg, spec: Attent
   b, sqp, hq, d = q.shape
   dtype = q.dtype
   size = jnp.dtype(dtype).itemsize
-  slots = _slots(spec, COMPUTE_WGS * WG_ROWS * (2 * d * size + 12),
-                 BWD_TILE * (2 * d * size + 4 * spec.segments))
-  segs = _Segments(slots, BWD_TILE) if spec.segments else None
-  masked = _masked(spec)
+  slots = ws.ring_slots(spec, COMPUTE_WGS * WG_ROWS * (2 * d * size + 12),
+                        BWD_TILE * (2 * d * size + 4 * spec.segments))
+  segs = ws.Segments(slots, BWD_TILE) if spec.segments else None
+  use_mask = ws.masked(spec)
   scale2 = spec.scale * tile.LOG2E
 
   def body(idx_ref, cnt_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, *refs):
@@ -365,10 +193,10 @@ def _dq(q, k, v, dout, lse2, delta, indices, counts, q_seg, kv_seg, spec: Attent
     own_loaded, k_loaded, v_loaded, k_free, v_free = barriers[:5]
     seg_refs = (smem[6:], barriers[5:])
     bi, h, qt = lax.axis_index("batch"), lax.axis_index("heads"), lax.axis_index("q_tiles")
-    row = _sel_row(spec, bi, h, lax.div(qt, jnp.int32(spec.block_q // CTA_ROWS)))
+    row = ws.selection_row(spec, bi, h, lax.div(qt, jnp.int32(spec.block_q // CTA_ROWS)))
     steps = cnt_ref[row] * (spec.block_k // BWD_TILE)
     kv_head = lax.div(h, jnp.int32(spec.kv_group))
-    k_start = lambda step: _piece_start(idx_ref, row, step, spec.block_k, BWD_TILE)
+    k_start = lambda step: ws.piece_start(idx_ref, row, step, spec.block_k, BWD_TILE)
     kv_rows = lambda step: (bi, pl.ds(k_start(step), BWD_TILE), kv_head)
 
     def compute(wg):
@@ -382,8 +210,8 @@ def _dq(q, k, v, dout, lse2, delta, indices, counts, q_seg, kv_seg, spec: Attent
         plgpu.copy_gmem_to_smem(src, dst, own_loaded.at[i * COMPUTE_WGS + wg])
       for i in range(len(copies)):
         plgpu.barrier_wait(own_loaded.at[i * COMPUTE_WGS + wg])
-      lse2 = _load_vector(lse_smem2.at[wg], plgpu.Layout.WGMMA.reduce(1))
-      delta = _load_vector(delta_smem2.at[wg], plgpu.Layout.WGMMA.reduce(1))
+      lse2 = ws.load_vector(lse_smem2.at[wg], plgpu.Layout.WGMMA.reduce(1))
+      delta = ws.load_vector(delta_smem2.at[wg], plgpu.Layout.WGMMA.reduce(1))
       row_seg = (segs.rows(seg_refs, wg, qseg_ref.at[bi, pl.ds(q_base, WG_ROWS)])
                  if segs else None)
 
@@ -397,9 +225,9 @@ def _dq(q, k, v, dout, lse2, delta, indices, counts, q_seg, kv_seg, spec: Attent
 
         s = pl.run_scoped(qk, plgpu.ACC((WG_ROWS, BWD_TILE), jnp.float32))
         p = jnp.exp2(s * scale2 - lax.broadcast_in_dim(lse2, s.shape, [0]))
-        if masked:
+        if use_mask:
           col_seg = segs.cols(seg_refs, slot) if segs else None
-          p = _mask_tile(p, 0.0, spec, q_base, k_start(step), row_seg, col_seg)
+          p = ws.mask_tile(p, 0.0, spec, q_base, k_start(step), row_seg, col_seg)
         plgpu.barrier_wait(v_loaded.at[slot])
 
         def dov(acc_ref):
@@ -417,28 +245,28 @@ def _dq(q, k, v, dout, lse2, delta, indices, counts, q_seg, kv_seg, spec: Attent
         plgpu.barrier_arrive(k_free.at[slot])
         return dq
 
-      dq = lax.fori_loop(0, steps, step_fn, _acc((WG_ROWS, d)))
+      dq = lax.fori_loop(0, steps, step_fn, ws.zeros_acc((WG_ROWS, d)))
       q_smem[...] = (dq * spec.scale).astype(dtype)
       plgpu.commit_smem()
       plgpu.copy_smem_to_gmem(q_smem, dq_ref.at[rows])
       plgpu.wait_smem_to_gmem(0)
 
-    rings = (_Ring(lambda s: k_ref.at[kv_rows(s)], k_smem, k_loaded, k_free),
-             _Ring(lambda s: v_ref.at[kv_rows(s)], v_smem, v_loaded, v_free))
+    rings = (ws.Ring(lambda s: k_ref.at[kv_rows(s)], k_smem, k_loaded, k_free),
+             ws.Ring(lambda s: v_ref.at[kv_rows(s)], v_smem, v_loaded, v_free))
     if segs:
       rings += (segs.ring(seg_refs, lambda s: kvseg_ref.at[bi, pl.ds(k_start(s), BWD_TILE)]),)
-    _specialize(compute, lambda: _stream(steps, slots, rings))
+    ws.specialize(compute, lambda: ws.stream(steps, slots, rings))
 
-  smem = (_swizzled((COMPUTE_WGS, WG_ROWS, d), dtype),
-          _swizzled((COMPUTE_WGS, WG_ROWS, d), dtype),
+  smem = (ws.swizzled((COMPUTE_WGS, WG_ROWS, d), dtype),
+          ws.swizzled((COMPUTE_WGS, WG_ROWS, d), dtype),
           plgpu.SMEM((COMPUTE_WGS, WG_ROWS), jnp.float32),
           plgpu.SMEM((COMPUTE_WGS, WG_ROWS), jnp.float32),
-          _swizzled((slots, BWD_TILE, d), dtype), _swizzled((slots, BWD_TILE, d), dtype))
+          ws.swizzled((slots, BWD_TILE, d), dtype), ws.swizzled((slots, BWD_TILE, d), dtype))
   barriers = (plgpu.Barrier(num_barriers=4 * COMPUTE_WGS),
               plgpu.Barrier(num_barriers=slots), plgpu.Barrier(num_barriers=slots),
               plgpu.Barrier(num_arrivals=COMPUTE_WGS, num_barriers=slots),
               plgpu.Barrier(num_arrivals=COMPUTE_WGS, num_barriers=slots))
-  return _launch(body, (indices, counts, q, k, v, dout, lse2, delta)
+  return ws.launch(body, (indices, counts, q, k, v, dout, lse2, delta)
                  + ((q_seg, kv_seg) if segs else ()),
                  jax.ShapeDtypeStruct(q.shape, dtype), (hq, sqp // CTA_ROWS, b),
                  ("heads", "q_tiles", "batch"), smem + (segs.smem if segs else ()),
@@ -452,10 +280,10 @@ def _dkv(q, k, v, dout, lse2, delta, t_indices, t_counts, q_seg, kv_seg, spec: A
   size = jnp.dtype(dtype).itemsize
   group = spec.kv_group
   per_block = spec.block_q // BWD_TILE
-  slots = _slots(spec, COMPUTE_WGS * WG_ROWS * (2 * d * size + 4),
-                 BWD_TILE * (2 * d * size + 8 + 4 * spec.segments))
-  segs = _Segments(slots, BWD_TILE) if spec.segments else None
-  masked = _masked(spec, keys_are_rows=True)
+  slots = ws.ring_slots(spec, COMPUTE_WGS * WG_ROWS * (2 * d * size + 4),
+                        BWD_TILE * (2 * d * size + 8 + 4 * spec.segments))
+  segs = ws.Segments(slots, BWD_TILE) if spec.segments else None
+  use_mask = ws.masked(spec, keys_are_rows=True)
   scale2 = spec.scale * tile.LOG2E
 
   def body(idx_ref, cnt_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, *refs):
@@ -467,7 +295,7 @@ def _dkv(q, k, v, dout, lse2, delta, t_indices, t_counts, q_seg, kv_seg, spec: A
     bi, kvh, kt = lax.axis_index("batch"), lax.axis_index("heads"), lax.axis_index("k_tiles")
     kb = lax.div(kt, jnp.int32(spec.block_k // CTA_ROWS))
     heads = [kvh * group + g for g in range(group)]
-    rows = [_sel_row(spec, bi, h, kb) for h in heads]
+    rows = [ws.selection_row(spec, bi, h, kb) for h in heads]
     ends, total = [], jnp.int32(0)
     for r in rows:  # each head's steps follow the previous head's
       total = total + cnt_ref[r] * per_block
@@ -480,8 +308,8 @@ def _dkv(q, k, v, dout, lse2, delta, t_indices, t_counts, q_seg, kv_seg, spec: A
         later = step >= ends[g - 1]
         head = jnp.where(later, heads[g], head)
         local = jnp.where(later, step - ends[g - 1], local)
-      sel_row = _sel_row(spec, bi, head, kb)
-      return head, _piece_start(idx_ref, sel_row, local, spec.block_q, BWD_TILE)
+      sel_row = ws.selection_row(spec, bi, head, kb)
+      return head, ws.piece_start(idx_ref, sel_row, local, spec.block_q, BWD_TILE)
 
     def q_rows(step):
       head, start = locate(step)
@@ -515,12 +343,12 @@ def _dkv(q, k, v, dout, lse2, delta, t_indices, t_counts, q_seg, kv_seg, spec: A
 
         s_t = pl.run_scoped(kq, plgpu.ACC((WG_ROWS, BWD_TILE), jnp.float32))
         plgpu.barrier_wait(lse_loaded.at[slot])
-        lse2 = _load_vector(lse_smem.at[slot], plgpu.Layout.WGMMA.reduce(0))
+        lse2 = ws.load_vector(lse_smem.at[slot], plgpu.Layout.WGMMA.reduce(0))
         plgpu.barrier_arrive(lse_free.at[slot])
         p_t = jnp.exp2(s_t * scale2 - lax.broadcast_in_dim(lse2, s_t.shape, [1]))
-        if masked:
+        if use_mask:
           col_seg = segs.cols(seg_refs, slot) if segs else None
-          p_t = _mask_tile(p_t, 0.0, spec, locate(step)[1], k_base, row_seg, col_seg,
+          p_t = ws.mask_tile(p_t, 0.0, spec, locate(step)[1], k_base, row_seg, col_seg,
                            keys_are_rows=True)
         plgpu.barrier_wait(do_loaded.at[slot])
 
@@ -530,10 +358,10 @@ def _dkv(q, k, v, dout, lse2, delta, t_indices, t_counts, q_seg, kv_seg, spec: A
           plgpu.wgmma(dp_ref_, v_smem, do_smem.at[slot].T)
 
         dv, dp_t = pl.run_state(dv_and_dp)((plgpu.ACC.init(dv),
-                                            plgpu.ACC.init(_acc((WG_ROWS, BWD_TILE)))))
+                                            plgpu.ACC.init(ws.zeros_acc((WG_ROWS, BWD_TILE)))))
         plgpu.barrier_arrive(do_free.at[slot])
         plgpu.barrier_wait(delta_loaded.at[slot])
-        delta = _load_vector(delta_smem.at[slot], plgpu.Layout.WGMMA.reduce(0))
+        delta = ws.load_vector(delta_smem.at[slot], plgpu.Layout.WGMMA.reduce(0))
         plgpu.barrier_arrive(delta_free.at[slot])
         ds_t = p_t * (dp_t - lax.broadcast_in_dim(delta, dp_t.shape, [1]))
 
@@ -544,7 +372,8 @@ def _dkv(q, k, v, dout, lse2, delta, t_indices, t_counts, q_seg, kv_seg, spec: A
         plgpu.barrier_arrive(q_free.at[slot])
         return dk, dv
 
-      dk, dv = lax.fori_loop(0, total, step_fn, (_acc((WG_ROWS, d)), _acc((WG_ROWS, d))))
+      init = (ws.zeros_acc((WG_ROWS, d)), ws.zeros_acc((WG_ROWS, d)))
+      dk, dv = lax.fori_loop(0, total, step_fn, init)
       k_smem[...] = (dk * spec.scale).astype(dtype)
       v_smem[...] = dv.astype(dtype)
       plgpu.commit_smem()
@@ -554,21 +383,21 @@ def _dkv(q, k, v, dout, lse2, delta, t_indices, t_counts, q_seg, kv_seg, spec: A
 
     sources = (lambda s: q_ref.at[q_rows(s)], lambda s: do_ref.at[q_rows(s)],
                lambda s: lse_ref.at[q_vec(s)], lambda s: delta_ref.at[q_vec(s)])
-    rings = tuple(_Ring(src, buf, ld, fr) for src, buf, ld, fr in
+    rings = tuple(ws.Ring(src, buf, ld, fr) for src, buf, ld, fr in
                   zip(sources, (q_smem, do_smem, lse_smem, delta_smem), loaded, free))
     if segs:
       rings += (segs.ring(seg_refs, lambda s: qseg_ref.at[bi, pl.ds(locate(s)[1], BWD_TILE)]),)
-    _specialize(compute, lambda: _stream(total, slots, rings))
+    ws.specialize(compute, lambda: ws.stream(total, slots, rings))
 
-  smem = (_swizzled((COMPUTE_WGS, WG_ROWS, d), dtype),
-          _swizzled((COMPUTE_WGS, WG_ROWS, d), dtype),
-          _swizzled((slots, BWD_TILE, d), dtype), _swizzled((slots, BWD_TILE, d), dtype),
+  smem = (ws.swizzled((COMPUTE_WGS, WG_ROWS, d), dtype),
+          ws.swizzled((COMPUTE_WGS, WG_ROWS, d), dtype),
+          ws.swizzled((slots, BWD_TILE, d), dtype), ws.swizzled((slots, BWD_TILE, d), dtype),
           plgpu.SMEM((slots, BWD_TILE), jnp.float32), plgpu.SMEM((slots, BWD_TILE), jnp.float32))
   barriers = ((plgpu.Barrier(num_barriers=2 * COMPUTE_WGS),)
               + (plgpu.Barrier(num_barriers=slots),) * 4
               + (plgpu.Barrier(num_arrivals=COMPUTE_WGS, num_barriers=slots),) * 4)
   grads = jax.ShapeDtypeStruct(k.shape, dtype)
-  return _launch(body, (t_indices, t_counts, q, k, v, dout, lse2, delta)
+  return ws.launch(body, (t_indices, t_counts, q, k, v, dout, lse2, delta)
                  + ((q_seg, kv_seg) if segs else ()), [grads, grads],
                  (hkv, skp // CTA_ROWS, b), ("heads", "k_tiles", "batch"),
                  smem + (segs.smem if segs else ()), barriers + (segs.barriers if segs else ()))
