@@ -79,16 +79,22 @@ def _fused_kernel(k_ref, scores_ref, feats_ref, idx_ref, out_ref, *, d: int, max
   if not interpret:  # programs run one after another there
     pltriton.debug_barrier()  # this program's index stores are visible to all its threads
 
-  def slot_block(j, _):
+  def tokens_at(j):
+    """Kept tokens of slot block ``j`` (-1: pad or past ``max_k``)."""
+    slot = j * dense_rows + lax.iota(jnp.int32, dense_rows)
+    return pltriton.load(idx_ref.at[jnp.minimum(slot, max_k - 1)], mask=slot < max_k, other=-1)
+
+  def slot_block(j, token):
+    token_next = tokens_at(j + 1)  # prefetch: used by the next step
     slot = j * dense_rows + lax.iota(jnp.int32, dense_rows)
     valid = slot < max_k
-    token = pltriton.load(idx_ref.at[jnp.where(valid, slot, 0)], mask=valid, other=-1)
     feats = pltriton.load(feats_ref.at[jnp.maximum(token, 0)[:, None] * d + cols],
                           mask=(token >= 0)[:, None], other=0)
     pltriton.store(out_ref.at[jnp.where(valid, slot, max_k)[:, None] * d + cols], feats,
                    mask=valid[:, None])
+    return token_next
 
-  lax.fori_loop(0, pl.cdiv(max_k, dense_rows), slot_block, None)
+  lax.fori_loop(0, pl.cdiv(max_k, dense_rows), slot_block, tokens_at(0))
 
 
 def _index_kernel(k_ref, scores_ref, idx_ref, *, max_k: int, radix_bits: int):
@@ -112,8 +118,8 @@ def _gather_kernel(idx_ref, feats_ref, out_ref):
   out_ref[...] = jnp.where(idx[:, None] >= 0, rows, 0).astype(out_ref.dtype)
 
 
-def indices(scores, counts, max_k: int, *, interpret: bool, num_warps: int = 8,
-            radix_bits: int = 2):
+def indices(scores, counts, max_k: int, *, interpret: bool, num_warps: int = 4,
+            radix_bits: int = 1):
   """Kept indices ``[B, max_k]`` (ascending, -1 pads); N padded to a power of two."""
   b, n = scores.shape
   scores = _padded_scores(scores)
