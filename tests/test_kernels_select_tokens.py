@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxvlm.errors import ConfigError
 from pallas_kernels import select_tokens, select_tokens_above, select_tokens_reference
 from pallas_kernels.select_tokens import mosaic_tpu
 
@@ -14,7 +15,8 @@ from pallas_kernels.select_tokens import mosaic_tpu
 # column chunks per row (only chunk 0 writes the indices), its dense variant, the two kernels.
 KERNELS = [("mosaic_tpu", {}), ("triton", {}),
            ("triton", dict(rows=16, d_chunk=8, radix_bits=4, num_warps=4)),
-           ("triton", dict(dense_rows=16, rows=64, d_chunk=8, radix_bits=2)), ("triton", dict(fused=False))]
+           ("triton", dict(dense_rows=16, rows=64, d_chunk=8, radix_bits=2)),
+           ("triton", dict(fused=False))]
 KERNEL_IDS = ["mosaic_tpu", "triton-fused", "triton-fused-small-blocks", "triton-fused-dense",
               "triton-two-kernel"]
 
@@ -60,6 +62,12 @@ def test_ragged_budgets_and_threshold(impl, tuning):
   want = (np.asarray(scores) >= 1.0).sum(1)
   np.testing.assert_array_equal(thr.counts, want)
   _check(thr, select_tokens_reference(scores, feats, want, 200))
+
+
+def test_tuning_only_for_triton():
+  scores, feats = _inputs(1, 8, 2, ties=False)
+  with pytest.raises(ConfigError, match="tuning"):
+    select_tokens(scores, feats, 2, implementation="xla", rows=16)
 
 
 def test_threshold_kernel_lowers_for_tpu():
