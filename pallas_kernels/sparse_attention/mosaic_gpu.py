@@ -48,6 +48,20 @@ def unsupported(spec: AttentionSpec, dtype, head_dim: int) -> str | None:
   return None
 
 
+def _key_tiles(spec: AttentionSpec, idx_ref, cnt_ref, tile_k: int):
+  """A (query tile, head, batch) CTA's walk over its selected key tiles, ``tile_k`` per step.
+
+  Returns ``((batch, head, query tile), steps, k_start(step), kv_rows(step))``: the number of
+  steps, a step's first key and its K/V rows as a GMEM index.
+  """
+  bi, h, qt = lax.axis_index("batch"), lax.axis_index("heads"), lax.axis_index("q_tiles")
+  row = ws.selection_row(spec, bi, h, lax.div(qt, jnp.int32(spec.block_q // CTA_ROWS)))
+  kv_head = lax.div(h, jnp.int32(spec.kv_group))
+  k_start = lambda step: ws.piece_start(idx_ref, row, step, spec.block_k, tile_k)
+  kv_rows = lambda step: (bi, pl.ds(k_start(step), tile_k), kv_head)
+  return (bi, h, qt), cnt_ref[row] * (spec.block_k // tile_k), k_start, kv_rows
+
+
 def forward(q, k, v, indices, counts, q_seg, kv_seg, spec: AttentionSpec):
   """Padded ``q [B, Sq', Hq, D]``, ``k, v [B, Sk', Hkv, D]`` -> ``(out, lse [B, Hq, Sq'])``."""
   b, sqp, hq, d = q.shape
@@ -66,12 +80,7 @@ def forward(q, k, v, indices, counts, q_seg, kv_seg, spec: AttentionSpec):
     qo_smem2, k_smem, v_smem, lse_smem2 = smem[:4]
     k_loaded, v_loaded, q_loaded, k_free, v_free, turn = barriers[:6]
     seg_refs = (smem[4:], barriers[6:])
-    bi, h, qt = lax.axis_index("batch"), lax.axis_index("heads"), lax.axis_index("q_tiles")
-    row = ws.selection_row(spec, bi, h, lax.div(qt, jnp.int32(spec.block_q // CTA_ROWS)))
-    steps = cnt_ref[row] * (spec.block_k // tile_k)
-    kv_head = lax.div(h, jnp.int32(spec.kv_group))
-    k_start = lambda step: ws.piece_start(idx_ref, row, step, spec.block_k, tile_k)
-    kv_rows = lambda step: (bi, pl.ds(k_start(step), tile_k), kv_head)
+    (bi, h, qt), steps, k_start, kv_rows = _key_tiles(spec, idx_ref, cnt_ref, tile_k)
 
     def take_turn():
       plgpu.barrier_arrive(turn)
@@ -192,12 +201,7 @@ def _dq(q, k, v, dout, lse2, delta, indices, counts, q_seg, kv_seg, spec: Attent
     q_smem2, do_smem2, lse_smem2, delta_smem2, k_smem, v_smem = smem[:6]
     own_loaded, k_loaded, v_loaded, k_free, v_free = barriers[:5]
     seg_refs = (smem[6:], barriers[5:])
-    bi, h, qt = lax.axis_index("batch"), lax.axis_index("heads"), lax.axis_index("q_tiles")
-    row = ws.selection_row(spec, bi, h, lax.div(qt, jnp.int32(spec.block_q // CTA_ROWS)))
-    steps = cnt_ref[row] * (spec.block_k // BWD_TILE)
-    kv_head = lax.div(h, jnp.int32(spec.kv_group))
-    k_start = lambda step: ws.piece_start(idx_ref, row, step, spec.block_k, BWD_TILE)
-    kv_rows = lambda step: (bi, pl.ds(k_start(step), BWD_TILE), kv_head)
+    (bi, h, qt), steps, k_start, kv_rows = _key_tiles(spec, idx_ref, cnt_ref, BWD_TILE)
 
     def compute(wg):
       q_smem, do_smem = q_smem2.at[wg], do_smem2.at[wg]
@@ -219,29 +223,18 @@ def _dq(q, k, v, dout, lse2, delta, indices, counts, q_seg, kv_seg, spec: Attent
         slot = lax.rem(step, jnp.int32(slots))
         plgpu.barrier_wait(k_loaded.at[slot])
 
-        def qk(acc_ref):
-          plgpu.wgmma(acc_ref, q_smem, k_smem.at[slot].T)
-          return acc_ref[...]
-
-        s = pl.run_scoped(qk, plgpu.ACC((WG_ROWS, BWD_TILE), jnp.float32))
+        s = ws.matmul(q_smem, k_smem.at[slot].T, (WG_ROWS, BWD_TILE))
         p = jnp.exp2(s * scale2 - lax.broadcast_in_dim(lse2, s.shape, [0]))
         if use_mask:
           col_seg = segs.cols(seg_refs, slot) if segs else None
           p = ws.mask_tile(p, 0.0, spec, q_base, k_start(step), row_seg, col_seg)
         plgpu.barrier_wait(v_loaded.at[slot])
 
-        def dov(acc_ref):
-          plgpu.wgmma(acc_ref, do_smem, v_smem.at[slot].T)
-          return acc_ref[...]
-
-        dp = pl.run_scoped(dov, plgpu.ACC((WG_ROWS, BWD_TILE), jnp.float32))
+        dp = ws.matmul(do_smem, v_smem.at[slot].T, (WG_ROWS, BWD_TILE))
         plgpu.barrier_arrive(v_free.at[slot])
         ds = p * (dp - lax.broadcast_in_dim(delta, dp.shape, [0]))
 
-        def dsk(acc_ref):
-          plgpu.wgmma(acc_ref, ds.astype(dtype), k_smem.at[slot])
-
-        dq = pl.run_state(dsk)(plgpu.ACC.init(dq))
+        dq = ws.matmul_add(dq, ds.astype(dtype), k_smem.at[slot])
         plgpu.barrier_arrive(k_free.at[slot])
         return dq
 
@@ -337,11 +330,7 @@ def _dkv(q, k, v, dout, lse2, delta, t_indices, t_counts, q_seg, kv_seg, spec: A
         slot = lax.rem(step, jnp.int32(slots))
         plgpu.barrier_wait(q_loaded.at[slot])
 
-        def kq(acc_ref):
-          plgpu.wgmma(acc_ref, k_smem, q_smem.at[slot].T)
-          return acc_ref[...]
-
-        s_t = pl.run_scoped(kq, plgpu.ACC((WG_ROWS, BWD_TILE), jnp.float32))
+        s_t = ws.matmul(k_smem, q_smem.at[slot].T, (WG_ROWS, BWD_TILE))
         plgpu.barrier_wait(lse_loaded.at[slot])
         lse2 = ws.load_vector(lse_smem.at[slot], plgpu.Layout.WGMMA.reduce(0))
         plgpu.barrier_arrive(lse_free.at[slot])
@@ -365,10 +354,7 @@ def _dkv(q, k, v, dout, lse2, delta, t_indices, t_counts, q_seg, kv_seg, spec: A
         plgpu.barrier_arrive(delta_free.at[slot])
         ds_t = p_t * (dp_t - lax.broadcast_in_dim(delta, dp_t.shape, [1]))
 
-        def dsq(acc_ref):
-          plgpu.wgmma(acc_ref, ds_t.astype(dtype), q_smem.at[slot])
-
-        dk = pl.run_state(dsq)(plgpu.ACC.init(dk))
+        dk = ws.matmul_add(dk, ds_t.astype(dtype), q_smem.at[slot])
         plgpu.barrier_arrive(q_free.at[slot])
         return dk, dv
 

@@ -175,6 +175,20 @@ def specialize(compute: Callable[[Any], None], memory: Callable[[], None]):
     memory()
 
 
+def matmul(a, b, shape):
+  """``a @ b`` by wgmma into a fresh float32 ``shape`` accumulator (waits for the result)."""
+  def body(acc_ref):
+    plgpu.wgmma(acc_ref, a, b)
+    return acc_ref[...]
+
+  return pl.run_scoped(body, plgpu.ACC(shape, jnp.float32))
+
+
+def matmul_add(acc, a, b):
+  """``acc + a @ b`` by wgmma accumulating in place."""
+  return pl.run_state(lambda acc_ref: plgpu.wgmma(acc_ref, a, b))(plgpu.ACC.init(acc))
+
+
 def zeros_acc(shape):
   """A float32 zero tile in the wgmma accumulator layout."""
   return plgpu.layout_cast(jnp.full(shape, 0.0, jnp.float32), plgpu.Layout.WGMMA)
