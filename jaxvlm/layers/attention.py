@@ -8,7 +8,7 @@
 * ``"cudnn"``: ``jax.nn.dot_product_attention(implementation="cudnn")`` (GPU, bf16/fp16).
 * ``"auto"``: ``jax.nn.dot_product_attention`` with XLA's own choice.
 * ``"pallas"``: ``pallas_kernels.sparse_attention`` with every key block selected (the Pallas
-  flash kernel of the platform: Mosaic TPU or Triton on GPU).
+  flash kernel of the platform: Mosaic TPU; on GPU Mosaic GPU (Hopper, bf16/fp16) or Triton).
 
 ``causal`` applies when ``mask`` is None. ``pallas`` serves unpadded full-sequence calls
 (``mask`` None); with an explicit mask (padding, KV cache, sliding window) it takes the ``xla``
