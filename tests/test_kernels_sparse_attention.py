@@ -173,14 +173,14 @@ def test_tpu_kernel_lowers_for_tpu(causal, segments):
     assert "tpu_custom_call" in exported.mlir_module()
 
 
-@pytest.mark.parametrize("causal,segments,seq_k,group,sel_heads",
-                         [(False, False, 512, 4, 2), (True, False, 500, 1, 2),
-                          (True, True, 512, 4, 8)])
-def test_mosaic_gpu_kernels_lower_for_cuda(causal, segments, seq_k, group, sel_heads):
+@pytest.mark.parametrize("causal,segments,seq_k,group,sel_heads,d",
+                         [(False, False, 512, 4, 2, 128), (True, False, 500, 1, 2, 64),
+                          (True, True, 512, 4, 8, 128)])
+def test_mosaic_gpu_kernels_lower_for_cuda(causal, segments, seq_k, group, sel_heads, d):
   """The Hopper kernels (forward, dQ, dK/dV) trace and lower through Mosaic GPU on CPU."""
   from pallas_kernels.sparse_attention import mosaic_gpu
   from pallas_kernels.sparse_attention.config import AttentionSpec
-  b, s, hkv, d = 2, 512, 2, 128
+  b, s, hkv = 2, 512, 2
   hq = hkv * group
   sel = selection_from_scores(jnp.ones((b, sel_heads, 4, 4)), 0.5, 128, 128)
   spec = AttentionSpec(block_q=128, block_k=128, seq_q=s, seq_k=seq_k, num_q_heads=hq,

@@ -24,13 +24,13 @@ def _rel(x, ref):
 
 @pytest.mark.parametrize("impl,dtype", [("triton", jnp.float32), ("triton", jnp.bfloat16),
                                         ("mosaic_gpu", jnp.bfloat16)])
-@pytest.mark.parametrize("causal,segments,keep,group", [
-    (False, False, 0.3, 4), (True, False, 1.0, 8), (False, False, 1.0, 1), (True, True, 0.1, 4),
-    (False, True, 0.5, 2)])
-def test_sparse_attention_gpu(impl, dtype, causal, segments, keep, group):
+@pytest.mark.parametrize("causal,segments,keep,group,d", [
+    (False, False, 0.3, 4, 128), (True, False, 1.0, 8, 128), (False, False, 1.0, 1, 128),
+    (True, True, 0.1, 4, 128), (False, True, 0.5, 2, 128), (True, False, 0.5, 4, 64)])
+def test_sparse_attention_gpu(impl, dtype, causal, segments, keep, group, d):
   seed = int(np.random.default_rng().integers(1 << 30))
   ks = jax.random.split(jax.random.key(seed), 5)
-  b, s, hkv, d, blk = 2, 1000, 2, 128, 128  # 1000: padded to 1024 inside
+  b, s, hkv, blk = 2, 1000, 2, 128  # 1000: padded to 1024 inside
   hq = hkv * group
   q = jax.random.normal(ks[0], (b, s, hq, d), dtype)
   k = jax.random.normal(ks[1], (b, s, hkv, d), dtype)
@@ -70,3 +70,8 @@ def test_mosaic_gpu_refuses_what_it_cannot_run():
   with pytest.raises(ConfigError, match="implementation.*multiples of 128"):
     sparse_attention(q, q, q, selection_from_scores(jnp.ones((1, 2, 4, 4)), 1.0, 64, 64),
                      implementation="mosaic_gpu")
+  with pytest.raises(ConfigError, match="implementation.*head_dim 64 or 128"):
+    wide = jnp.zeros((1, 256, 2, 256), jnp.bfloat16)
+    sparse_attention(wide, wide, wide, sel, implementation="mosaic_gpu")
+  with pytest.raises(ConfigError, match="implementation.*all bfloat16"):
+    sparse_attention(q, q.astype(jnp.float16), q, sel, implementation="mosaic_gpu")

@@ -33,15 +33,20 @@ LN2 = 0.6931471805599453
 BWD_TILE = 64  # keys (dQ) or queries (dK/dV) per backward step: keeps the f32 tiles in registers
 
 
-def unsupported(spec: AttentionSpec, dtype, head_dim: int) -> str | None:
-  """Why these kernels cannot run the call (None if they can): the text of a ConfigError."""
+def unsupported(spec: AttentionSpec, dtypes, head_dim: int) -> str | None:
+  """Why these kernels cannot run the call (None if they can): the text of a ConfigError.
+
+  ``dtypes``: those of q, k, v. Head sizes above 128 would not fit the K/V rings in shared
+  memory nor the float32 tiles in registers.
+  """
   device = jax.devices()[0]
   if device.platform != "gpu" or getattr(device, "compute_capability", "") != "9.0":
     return "a Hopper GPU (sm_90) for wgmma/TMA; use 'triton' or 'xla' elsewhere"
-  if jnp.dtype(dtype) not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
-    return f"bfloat16 or float16 inputs (got {jnp.dtype(dtype).name}); 'triton' runs float32"
-  if head_dim % 64 or head_dim > 256:
-    return f"head_dim a multiple of 64 up to 256 (got {head_dim})"
+  names = sorted({jnp.dtype(t).name for t in dtypes})
+  if names not in (["bfloat16"], ["float16"]):
+    return f"q, k, v all bfloat16 or all float16 (got {names}); 'triton' runs float32"
+  if head_dim not in (64, 128):
+    return f"head_dim 64 or 128 (got {head_dim})"
   if spec.block_q % CTA_ROWS or spec.block_k % CTA_ROWS:
     return (f"selection blocks that are multiples of {CTA_ROWS} "
             f"(got block_q={spec.block_q}, block_k={spec.block_k})")
@@ -51,14 +56,14 @@ def unsupported(spec: AttentionSpec, dtype, head_dim: int) -> str | None:
 def _key_tiles(spec: AttentionSpec, idx_ref, cnt_ref, tile_k: int):
   """A (query tile, head, batch) CTA's walk over its selected key tiles, ``tile_k`` per step.
 
-  Returns ``((batch, head, query tile), steps, k_start(step), kv_rows(step))``: the number of
-  steps, a step's first key and its K/V rows as a GMEM index.
+  Returns ``((batch, head, query tile), steps, k_start(step), kv_rows(start))``: the number of
+  steps, a step's first key and the K/V rows from a first key as a GMEM index.
   """
   bi, h, qt = lax.axis_index("batch"), lax.axis_index("heads"), lax.axis_index("q_tiles")
   row = ws.selection_row(spec, bi, h, lax.div(qt, jnp.int32(spec.block_q // CTA_ROWS)))
   kv_head = lax.div(h, jnp.int32(spec.kv_group))
   k_start = lambda step: ws.piece_start(idx_ref, row, step, spec.block_k, tile_k)
-  kv_rows = lambda step: (bi, pl.ds(k_start(step), tile_k), kv_head)
+  kv_rows = lambda start: (bi, pl.ds(start, tile_k), kv_head)
   return (bi, h, qt), cnt_ref[row] * (spec.block_k // tile_k), k_start, kv_rows
 
 
@@ -122,20 +127,13 @@ def forward(q, k, v, indices, counts, q_seg, kv_seg, spec: AttentionSpec):
         p = jnp.exp2(s * scale2 - lax.broadcast_in_dim(m_use, s.shape, [0]))
         acc *= lax.broadcast_in_dim(alpha, acc.shape, [0])
         l *= alpha
+        l += p.sum(axis=1)
         p16 = p.astype(dtype)
-
-        def release_turn():
-          plgpu.barrier_arrive(turn)  # softmax done
-          plgpu.barrier_wait(v_loaded.at[slot])
-          plgpu.barrier_wait(turn)  # the other warpgroup's matmuls are issued
-
-        if d <= 128:  # the order FlashAttention-3 found fastest per head size
-          l += p.sum(axis=1)
-          acc, l, m_new, p16 = lax.optimization_barrier((acc, l, m_new, p16))
-          release_turn()
-        else:
-          release_turn()
-          l += p.sum(axis=1)
+        # Pin the softmax before the hand-over (the order FlashAttention-3 found fastest).
+        acc, l, m_new, p16 = lax.optimization_barrier((acc, l, m_new, p16))
+        plgpu.barrier_arrive(turn)  # softmax done
+        plgpu.barrier_wait(v_loaded.at[slot])
+        plgpu.barrier_wait(turn)  # the other warpgroup's matmuls are issued
 
         def pv(acc_ref):
           plgpu.wgmma(acc_ref, p16, v_smem.at[slot])
@@ -163,11 +161,11 @@ def forward(q, k, v, indices, counts, q_seg, kv_seg, spec: AttentionSpec):
       plgpu.copy_smem_to_gmem(lse_smem, lse_ref.at[bi, h, pl.ds(q_base, WG_ROWS)])
       plgpu.wait_smem_to_gmem(0)
 
-    rings = (ws.Ring(lambda s: k_ref.at[kv_rows(s)], k_smem, k_loaded, k_free),
-             ws.Ring(lambda s: v_ref.at[kv_rows(s)], v_smem, v_loaded, v_free))
+    rings = (ws.Ring(lambda start: k_ref.at[kv_rows(start)], k_smem, k_loaded, k_free),
+             ws.Ring(lambda start: v_ref.at[kv_rows(start)], v_smem, v_loaded, v_free))
     if segs:
-      rings += (segs.ring(seg_refs, lambda s: kvseg_ref.at[bi, pl.ds(k_start(s), tile_k)]),)
-    ws.specialize(compute, lambda: ws.stream(steps, slots, rings))
+      rings += (segs.ring(seg_refs, lambda start: kvseg_ref.at[bi, pl.ds(start, tile_k)]),)
+    ws.specialize(compute, lambda: ws.stream(steps, slots, rings, k_start))
 
   smem = (ws.swizzled((COMPUTE_WGS, WG_ROWS, d), dtype), ws.swizzled((slots, tile_k, d), dtype),
           ws.swizzled((slots, tile_k, d), dtype),
@@ -244,11 +242,11 @@ def _dq(q, k, v, dout, lse2, delta, indices, counts, q_seg, kv_seg, spec: Attent
       plgpu.copy_smem_to_gmem(q_smem, dq_ref.at[rows])
       plgpu.wait_smem_to_gmem(0)
 
-    rings = (ws.Ring(lambda s: k_ref.at[kv_rows(s)], k_smem, k_loaded, k_free),
-             ws.Ring(lambda s: v_ref.at[kv_rows(s)], v_smem, v_loaded, v_free))
+    rings = (ws.Ring(lambda start: k_ref.at[kv_rows(start)], k_smem, k_loaded, k_free),
+             ws.Ring(lambda start: v_ref.at[kv_rows(start)], v_smem, v_loaded, v_free))
     if segs:
-      rings += (segs.ring(seg_refs, lambda s: kvseg_ref.at[bi, pl.ds(k_start(s), BWD_TILE)]),)
-    ws.specialize(compute, lambda: ws.stream(steps, slots, rings))
+      rings += (segs.ring(seg_refs, lambda start: kvseg_ref.at[bi, pl.ds(start, BWD_TILE)]),)
+    ws.specialize(compute, lambda: ws.stream(steps, slots, rings, k_start))
 
   smem = (ws.swizzled((COMPUTE_WGS, WG_ROWS, d), dtype),
           ws.swizzled((COMPUTE_WGS, WG_ROWS, d), dtype),
@@ -304,13 +302,8 @@ def _dkv(q, k, v, dout, lse2, delta, t_indices, t_counts, q_seg, kv_seg, spec: A
       sel_row = ws.selection_row(spec, bi, head, kb)
       return head, ws.piece_start(idx_ref, sel_row, local, spec.block_q, BWD_TILE)
 
-    def q_rows(step):
-      head, start = locate(step)
-      return (bi, pl.ds(start, BWD_TILE), head)
-
-    def q_vec(step):
-      head, start = locate(step)
-      return (bi, head, pl.ds(start, BWD_TILE))
+    q_rows = lambda head, start: (bi, pl.ds(start, BWD_TILE), head)
+    q_vec = lambda head, start: (bi, head, pl.ds(start, BWD_TILE))
 
     def compute(wg):
       k_smem, v_smem = k_smem2.at[wg], v_smem2.at[wg]
@@ -367,13 +360,13 @@ def _dkv(q, k, v, dout, lse2, delta, t_indices, t_counts, q_seg, kv_seg, spec: A
       plgpu.copy_smem_to_gmem(v_smem, dv_ref.at[kv_rows])
       plgpu.wait_smem_to_gmem(0)
 
-    sources = (lambda s: q_ref.at[q_rows(s)], lambda s: do_ref.at[q_rows(s)],
-               lambda s: lse_ref.at[q_vec(s)], lambda s: delta_ref.at[q_vec(s)])
+    sources = (lambda at: q_ref.at[q_rows(*at)], lambda at: do_ref.at[q_rows(*at)],
+               lambda at: lse_ref.at[q_vec(*at)], lambda at: delta_ref.at[q_vec(*at)])
     rings = tuple(ws.Ring(src, buf, ld, fr) for src, buf, ld, fr in
                   zip(sources, (q_smem, do_smem, lse_smem, delta_smem), loaded, free))
     if segs:
-      rings += (segs.ring(seg_refs, lambda s: qseg_ref.at[bi, pl.ds(locate(s)[1], BWD_TILE)]),)
-    ws.specialize(compute, lambda: ws.stream(total, slots, rings))
+      rings += (segs.ring(seg_refs, lambda at: qseg_ref.at[bi, pl.ds(at[1], BWD_TILE)]),)
+    ws.specialize(compute, lambda: ws.stream(total, slots, rings, locate))
 
   smem = (ws.swizzled((COMPUTE_WGS, WG_ROWS, d), dtype),
           ws.swizzled((COMPUTE_WGS, WG_ROWS, d), dtype),

@@ -61,7 +61,7 @@ def sparse_attention(q: jax.Array, k: jax.Array, v: jax.Array, selection: BlockS
   attention to equal ids, which is also how padding is expressed). ``selection`` must have
   ``ceil(Sq / block_q)`` query blocks and index ``ceil(Sk / block_k)`` key blocks; lengths that
   are not block multiples are padded here. ``implementation``: None (by platform),
-  ``"mosaic_tpu"``, ``"mosaic_gpu"`` (Hopper, bf16/f16, blocks of 128s: None falls back to
+  ``"mosaic_tpu"``, ``"mosaic_gpu"`` (Hopper, bf16/f16, head_dim 64/128, blocks of 128s: None falls back to
   ``"triton"`` for other calls), ``"triton"`` or ``"xla"`` (the reference). The TPU and Triton
   kernels run in interpret mode where the platform cannot compile them unless ``interpret``
   says otherwise; Mosaic GPU has no interpret mode here. Gradients: a custom VJP whose dQ and
@@ -88,7 +88,7 @@ def sparse_attention(q: jax.Array, k: jax.Array, v: jax.Array, selection: BlockS
       block_q=bq, block_k=bk, seq_q=sq, seq_k=sk, num_q_heads=hq, num_kv_heads=hkv,
       num_sel_heads=hs, sel_batch=bs, causal=causal, segments=q_segment_ids is not None,
       scale=scale, num_warps=num_warps, num_stages=num_stages)
-  if impl == "mosaic_gpu" and (reason := mosaic_gpu.unsupported(spec, q.dtype, d)):
+  if impl == "mosaic_gpu" and (reason := mosaic_gpu.unsupported(spec, (q.dtype, k.dtype, v.dtype), d)):
     if implementation is not None:
       raise ConfigError("implementation", implementation, reason)
     impl = "triton"

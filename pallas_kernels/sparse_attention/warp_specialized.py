@@ -32,24 +32,29 @@ _LOAD_INDEX = (((),) if inspect.signature(plgpu.load).parameters["idx"].default
 
 @dataclasses.dataclass(frozen=True)
 class Ring:
-  """A ring of shared-memory slots fed by TMA: ``source(step)`` is step's GMEM view."""
+  """A ring of shared-memory slots fed by TMA: ``source(where)`` is a step's GMEM view."""
   source: Callable[[Any], Any]
   smem: Any
   loaded: Any
   free: Any
 
 
-def stream(steps, slots: int, rings: tuple[Ring, ...]):
-  """Memory warpgroup: step ``s`` fills slot ``s % slots`` once step ``s - slots`` freed it."""
+def stream(steps, slots: int, rings: tuple[Ring, ...], locate: Callable[[Any], Any]):
+  """Memory warpgroup: step ``s`` fills slot ``s % slots`` once step ``s - slots`` freed it.
+
+  ``locate(step)`` (the step's position in GMEM, scalar loads) runs once per step and feeds
+  every ring's ``source``.
+  """
   @pl.loop(0, steps)
   def _(step):
     slot = lax.rem(step, jnp.int32(slots))
+    where = locate(step)
     for ring in rings:
       @pl.when(step >= slots)
       def _():
         plgpu.barrier_wait(ring.free.at[slot])
 
-      plgpu.copy_gmem_to_smem(ring.source(step), ring.smem.at[slot], ring.loaded.at[slot])
+      plgpu.copy_gmem_to_smem(ring.source(where), ring.smem.at[slot], ring.loaded.at[slot])
 
 
 def piece_start(table, row: tuple, step, block: int, piece: int):
