@@ -34,3 +34,39 @@ def make_splits(digits: int, num_train: int, num_test: int, seed: int = 0
   pairs = [(lo + int(f) // (hi - lo), lo + int(f) % (hi - lo)) for f in flat]
   items = [{"question": f"{a}+{b}", "answer": solve(a, b)} for a, b in pairs]
   return items[:num_train], items[num_train:]
+
+
+def solve_chain(operands: list[int], ops: list[str]) -> str:
+  """Left-to-right steps ``a*b=x x+c=y ...`` of a chain of binary operations, then ``#### N``."""
+  value, steps = operands[0], []
+  for op, x in zip(ops, operands[1:]):
+    new = {"+": value + x, "-": value - x, "*": value * x}[op]
+    steps.append(f"{value}{op}{x}={new}")
+    value = new
+  return " ".join(steps) + f" #### {value}"
+
+
+def make_multistep_splits(num_train: int, num_test: int, num_operands: int = 4,
+                          max_operand: int = 9, seed: int = 0) -> tuple[list[dict], list[dict]]:
+  """Disjoint train / held-out multi-operand problems ``a*b+c-d`` (first op ``*``, the rest ``+``
+  or ``-``, operands 1..``max_operand``, evaluated left to right = usual precedence).
+
+  The answer needs every intermediate value, so a small model answering directly (No-CoT) fails
+  where one writing the steps (CoT) succeeds. Items are ``{"question", "answer": "steps #### N"}``.
+  """
+  if num_operands < 3:
+    raise ValueError(f"num_operands: got {num_operands}, expected >= 3")
+  space = max_operand ** num_operands * 2 ** (num_operands - 2)
+  if num_train + num_test > space:
+    raise ValueError(f"num_train + num_test: got {num_train + num_test}, expected <= {space}")
+  rng = np.random.default_rng(seed)
+  seen, items = set(), []
+  while len(items) < num_train + num_test:
+    operands = [int(x) for x in rng.integers(1, max_operand + 1, num_operands)]
+    ops = ["*"] + [str(o) for o in rng.choice(["+", "-"], num_operands - 2)]
+    question = "".join(f"{o}{x}" for o, x in zip([""] + ops, operands))
+    if question in seen:
+      continue
+    seen.add(question)
+    items.append({"question": question, "answer": solve_chain(operands, ops)})
+  return items[:num_train], items[num_train:]

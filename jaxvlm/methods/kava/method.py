@@ -1,0 +1,182 @@
+"""Method settings and the trainer's ``loss_fn`` for CoT, No-CoT, CODI, PCCoT and KAVA.
+
+All five share one code path. ``cot``: CE over ``CoT + A`` given ``Q`` (the teacher pass alone).
+``nocot``: CE over ``A`` given ``Q``. The latent methods add the student pass and combine the terms
+``student_ce`` = CE(A | Z, Q), ``teacher_ce`` = CE(A, C | Q), ``codi`` (alpha1, hidden states at
+the answer delimiter) and ``kv`` (alpha2, compressed teacher CoT KV vs the student's latent KV).
+Default terms: ``pccot`` {student_ce, teacher_ce}; ``codi`` {.., codi} (its latents are refined
+with T = M iterations, which equals sequential latent decoding); ``kava`` {.., codi, kv}.
+``terms`` overrides the set (e.g. the ablation's PCCoT + CODI row).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+
+from jaxvlm.errors import ConfigError
+from jaxvlm.methods.kava import losses, passes, rkv
+
+METHODS = ("cot", "nocot", "codi", "pccot", "kava")
+TERMS = ("student_ce", "teacher_ce", "codi", "kv")
+DEFAULT_TERMS = {"cot": ("teacher_ce",), "nocot": ("student_ce",),
+                 "pccot": ("student_ce", "teacher_ce"),
+                 "codi": ("student_ce", "teacher_ce", "codi"),
+                 "kava": ("student_ce", "teacher_ce", "codi", "kv")}
+KV_ITERATIONS = ("final", "all")
+
+
+@dataclasses.dataclass(frozen=True)
+class KavaConfig:
+  """Method switches (``configs/kava.py`` ``kava`` block)."""
+  method: str = "kava"
+  num_latents: int = 24            # M
+  iterations: int = 3              # T (Jacobi)
+  terms: tuple[str, ...] = ()      # () = the method's default terms
+  weights: tuple[tuple[str, float], ...] = (("student_ce", 1.0), ("teacher_ce", 1.0),
+                                            ("codi", 10.0), ("kv", 1.0))
+  codi_distance: str = "smooth_l1"
+  codi_normalize: bool = True
+  kv_distance: str = "smooth_l1"
+  kv_normalize: bool = True
+  kv_iterations: str = "final"     # final | all
+  select: str = "rkv"              # rkv | attention_only | cosine_only | right_crop
+  lam: float = 0.1
+  pooling: str = "mean"            # GQA-group pooling of the answer attention: mean | max
+
+  def __post_init__(self):
+    if self.method not in METHODS:
+      raise ConfigError("kava.method", self.method, f"one of {METHODS}")
+    if self.num_latents < 1:
+      raise ConfigError("kava.num_latents", self.num_latents, "an int >= 1 (M)")
+    if self.iterations < 1:
+      raise ConfigError("kava.iterations", self.iterations, "an int >= 1 (T)")
+    for name in tuple(self.terms) + tuple(k for k, _ in self.weights):
+      if name not in TERMS:
+        raise ConfigError("kava.terms", name, f"loss names from {TERMS}")
+    if self.method in ("cot", "nocot") and set(self.active_terms) != set(
+        DEFAULT_TERMS[self.method]):
+      raise ConfigError("kava.terms", self.terms, f"{DEFAULT_TERMS[self.method]} for method "
+                        f"{self.method!r} (no latents)")
+    if self.kv_iterations not in KV_ITERATIONS:
+      raise ConfigError("kava.kv_iterations", self.kv_iterations, f"one of {KV_ITERATIONS}")
+    if self.select not in rkv.VARIANTS:
+      raise ConfigError("kava.select", self.select, f"one of {rkv.VARIANTS}")
+    if self.pooling not in rkv.POOLING:
+      raise ConfigError("kava.pooling", self.pooling, f"one of {rkv.POOLING}")
+    for d in (self.codi_distance, self.kv_distance):
+      if d not in losses.DISTANCES:
+        raise ConfigError("kava.distance", d, f"one of {losses.DISTANCES}")
+
+  @classmethod
+  def from_mapping(cls, m: Mapping) -> "KavaConfig":
+    d = dict(m)
+    terms = d.get("terms", ())
+    d["terms"] = tuple(t for t in (terms.split(",") if isinstance(terms, str) else terms) if t)
+    d["weights"] = tuple(sorted(dict(d.get("weights", dict(cls.weights))).items()))
+    return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+
+  @property
+  def active_terms(self) -> tuple[str, ...]:
+    return tuple(self.terms) or DEFAULT_TERMS[self.method]
+
+  @property
+  def latent(self) -> bool:
+    return self.method not in ("cot", "nocot")
+
+  def weight(self, term: str) -> float:
+    return dict(self.weights).get(term, 1.0)
+
+
+def _answer_ce(logits, ids, loss_mask):
+  """CE of ``logits`` predicting ``ids[:, 1:]`` where ``loss_mask[:, 1:]`` is 1."""
+  return losses.masked_ce(logits[:, :-1], ids[:, 1:], loss_mask[:, 1:])
+
+
+def compressed_teacher_kv(cfg: KavaConfig, t: passes.TeacherOut, batch: dict):
+  """The teacher CoT K/V compressed to M entries: (L x [B, M, Hkv, D], same for V)."""
+  lq, lc = batch["q_ids"].shape[1], batch["cot_ids"].shape[1]
+  cot_valid = jnp.asarray(batch["cot_mask"]).astype(bool)
+  ans_valid = jnp.asarray(batch["ans_mask"]).astype(bool)
+  select = jax.vmap(lambda a, k, cv, av: rkv.select_kv_indices(
+      a, k, cfg.num_latents, cfg.lam, variant=cfg.select, cot_valid=cv, answer_valid=av))
+  ks, vs = [], []
+  b, hkv = t.k[0].shape[0], t.k[0].shape[2]
+  zeros = jnp.zeros((b, hkv, ans_valid.shape[1], lc))  # right_crop ignores the attention
+  for layer in range(len(t.k)):
+    k = jax.lax.stop_gradient(t.k[layer][:, lq:lq + lc])       # [B, C, Hkv, D]
+    v = jax.lax.stop_gradient(t.v[layer][:, lq:lq + lc])
+    att = zeros if t.answer_attention is None else t.answer_attention[layer]
+    idx = select(att, k.transpose(0, 2, 1, 3), cot_valid, ans_valid)
+    take = lambda x: jnp.take_along_axis(x, idx.transpose(0, 2, 1)[..., None], axis=1)
+    ks.append(take(k))
+    vs.append(take(v))
+  return tuple(ks), tuple(vs)
+
+
+def kava_loss(cfg: KavaConfig, model, batch: dict, prefix_len: int) -> tuple[jax.Array, dict]:
+  """Weighted sum of the active terms; aux holds each term and the answer token accuracy.
+
+  ``prefix_len`` is the token count of the answer delimiter that opens every answer segment (the
+  CODI loss compares hidden states at its last token).
+  """
+  terms = cfg.active_terms
+  aux, total = {}, 0.0
+  ans_ids, ans_loss = jnp.asarray(batch["ans_ids"]), jnp.asarray(batch["ans_loss"])
+  if not cfg.latent:
+    t = passes.teacher_forward(model, batch, with_cot=cfg.method == "cot")
+    la = ans_ids.shape[1]
+    if cfg.method == "cot":
+      ids = jnp.concatenate([batch["q_ids"], batch["cot_ids"], ans_ids], 1)
+      target = jnp.concatenate([jnp.zeros_like(batch["q_mask"]), batch["cot_mask"],
+                                batch["ans_mask"]], 1)
+    else:
+      ids = jnp.concatenate([batch["q_ids"], ans_ids], 1)
+      target = jnp.concatenate([jnp.zeros_like(batch["q_mask"]), ans_loss], 1)
+    ce, acc = _answer_ce(t.logits, ids, target)
+    _, aux["answer_accuracy"] = _answer_ce(t.logits[:, -la - 1:], ids[:, -la - 1:],
+                                           jnp.concatenate([jnp.zeros_like(ans_loss[:, :1]),
+                                                            ans_loss], 1))
+    aux[terms[0]] = ce
+    return cfg.weight(terms[0]) * ce, aux
+  need_teacher = any(x in terms for x in ("teacher_ce", "codi", "kv"))
+  s = passes.student_forward(model, batch, cfg.num_latents, cfg.iterations,
+                             keep_all="kv" in terms and cfg.kv_iterations == "all")
+  eot = jnp.full_like(ans_ids[:, :1], model.eot_id)
+  ce, aux["answer_accuracy"] = _answer_ce(
+      s.logits, jnp.concatenate([eot, ans_ids], 1),
+      jnp.concatenate([jnp.zeros_like(ans_loss[:, :1]), ans_loss], 1))
+  parts = {"student_ce": ce}
+  if need_teacher:
+    t = passes.teacher_forward(model, batch, need_cache=True, need_attention="kv" in terms and
+                               cfg.select != "right_crop", pooling=cfg.pooling)
+    if "teacher_ce" in terms:
+      ids = jnp.concatenate([batch["q_ids"], batch["cot_ids"], ans_ids], 1)
+      target = jnp.concatenate([jnp.zeros_like(batch["q_mask"]), batch["cot_mask"],
+                                batch["ans_mask"]], 1)
+      parts["teacher_ce"] = _answer_ce(t.logits, ids, target)[0]
+    if "codi" in terms:
+      d_t = batch["q_ids"].shape[1] + batch["cot_ids"].shape[1] + prefix_len - 1
+      parts["codi"] = losses.codi_loss([h[:, d_t] for h in t.hidden[1:]],
+                                       [h[:, prefix_len] for h in s.hidden[1:]],
+                                       cfg.codi_distance, cfg.codi_normalize)
+    if "kv" in terms:
+      tk, tv = compressed_teacher_kv(cfg, t, batch)
+      parts["kv"] = jnp.mean(jnp.stack([
+          losses.kv_loss(tk, tv, sk, sv, cfg.kv_distance, cfg.kv_normalize)
+          for sk, sv in zip(s.latent_k, s.latent_v)]))
+  for name in terms:
+    aux[name] = parts[name]
+    total = total + cfg.weight(name) * parts[name]
+  return total, aux
+
+
+def make_loss_fn(cfg: KavaConfig, prefix_len: int):
+  """``loss_fn(model, batch, rng)`` for :class:`jaxvlm.training.Trainer`."""
+  def loss_fn(model, batch, rng):
+    del rng
+    return kava_loss(cfg, model, batch, prefix_len)
+  return loss_fn
