@@ -9,21 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+# The kernels package has its own error types; jaxvlm shares them (one hierarchy, one root), so
+# ``except ConfigError`` / ``except JaxVLMError`` catch errors from either package.
+from pallas_kernels.errors import ConfigError, InputError, ShapeError
 
-class JaxVLMError(ValueError):
-  """Base class of every input error raised by jaxvlm."""
-
-
-def _fmt(field: str, value: Any, expected: str) -> str:
-  return f"{field}: got {value!r}, expected {expected}"
-
-
-class ConfigError(JaxVLMError):
-  """A configuration field has a bad value (or an unknown key)."""
-
-  def __init__(self, field: str, value: Any, expected: str):
-    super().__init__(_fmt(field, value, expected))
-    self.field, self.value, self.expected = field, value, expected
+JaxVLMError = InputError  # base class of every input error raised by jaxvlm or pallas_kernels
 
 
 class CheckpointError(JaxVLMError):
@@ -67,11 +57,3 @@ class UnusedTensorError(CheckpointError):
     where = f"{source}: " if source else ""
     super().__init__(where + "; ".join(parts))
     self.unused, self.missing = sorted(unused), sorted(missing)
-
-
-class ShapeError(JaxVLMError):
-  """An input array has a shape or count inconsistent with another input."""
-
-  def __init__(self, field: str, value: Any, expected: str):
-    super().__init__(_fmt(field, value, expected))
-    self.field, self.value, self.expected = field, value, expected

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import jax
 
-from jaxvlm.errors import ConfigError
+from pallas_kernels.errors import ConfigError
 
 
 def resolve(implementation: str | None, available: tuple[str, ...]) -> str:

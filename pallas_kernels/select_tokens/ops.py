@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvlm.errors import ConfigError, ShapeError
+from pallas_kernels.errors import ConfigError, ShapeError
 from pallas_kernels import backend
 from pallas_kernels.select_tokens import mosaic_tpu, triton
 from pallas_kernels.select_tokens.reference import (TokenSelection, gather_rows,

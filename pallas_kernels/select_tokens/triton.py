@@ -27,7 +27,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
-from jaxvlm.errors import ShapeError
+from pallas_kernels.errors import ShapeError
 from pallas_kernels.select_tokens import search
 from pallas_kernels.select_tokens.reference import gather_rows
 

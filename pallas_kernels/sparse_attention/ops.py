@@ -8,7 +8,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxvlm.errors import ConfigError, ShapeError
+from pallas_kernels.errors import ConfigError, ShapeError
 from pallas_kernels import backend
 from pallas_kernels.sparse_attention import mosaic_gpu, mosaic_tpu, triton
 from pallas_kernels.sparse_attention.config import AttentionSpec

@@ -19,7 +19,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxvlm.errors import ConfigError, ShapeError
+from pallas_kernels.errors import ConfigError, ShapeError
 
 
 @jax.tree_util.register_dataclass
