@@ -53,6 +53,7 @@ _FAMILY_MODULES = {
     "internlm2": "jaxvlm.models.internlm2",
     "llava": "jaxvlm.models.llava",
     "clip_vision_model": "jaxvlm.models.clip",
+    "clip": "jaxvlm.models.clip",
 }
 
 

@@ -22,10 +22,11 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 from flax import nnx
 
-from jaxvlm.errors import MissingFileError, TensorShapeError, UnusedTensorError
+from jaxvlm.errors import CheckpointError, MissingFileError, TensorShapeError, UnusedTensorError
 
 _PLACEHOLDERS = {"i": r"\d+", "p": r"[\w.]+?"}
 
@@ -80,9 +81,56 @@ def flat_params(model: nnx.Module) -> dict[str, nnx.Variable]:
 # ----------------------------------------------------------------------------- reading files
 
 
+_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
+           "F8_E4M3": ml_dtypes.float8_e4m3fn, "F8_E5M2": ml_dtypes.float8_e5m2, "I64": np.int64,
+           "I32": np.int32, "I16": np.int16, "I8": np.int8, "U64": np.uint64, "U32": np.uint32,
+           "U16": np.uint16, "U8": np.uint8, "BOOL": np.bool_}
+_PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth")
+
+
+class SafetensorsFile:
+  """A memory-mapped ``.safetensors`` file (any dtype, bfloat16 included); a truncated or corrupt
+  file, or an unknown dtype, raises :class:`CheckpointError` naming the file (and tensor)."""
+
+  def __init__(self, path: str):
+    self.path = path
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+      head = f.read(8)
+      n = int.from_bytes(head, "little") if len(head) == 8 else -1
+      if n < 2 or 8 + n > size:
+        raise CheckpointError(f"{path}: truncated or not a safetensors file (header of {n} bytes, "
+                              f"file of {size} bytes); re-download or re-save it")
+      try:
+        header = json.loads(f.read(n))
+      except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: corrupt safetensors header ({e})") from None
+    header.pop("__metadata__", None)
+    self.header, self.data_start = header, 8 + n
+    for name, info in header.items():
+      if info.get("dtype") not in _DTYPES:
+        raise CheckpointError(f"{path}: tensor {name!r} has dtype {info.get('dtype')!r}, "
+                              f"expected one of {sorted(_DTYPES)}")
+      end = self.data_start + info["data_offsets"][1]
+      if end > size:
+        raise CheckpointError(f"{path}: truncated (tensor {name!r} ends at byte {end}, the file "
+                              f"has {size}); re-download or re-save it")
+    self._map = np.memmap(path, np.uint8, mode="r") if size else np.zeros(0, np.uint8)
+
+  def keys(self) -> list[str]:
+    return list(self.header)
+
+  def get_tensor(self, name: str) -> np.ndarray:
+    info = self.header[name]
+    lo, hi = (self.data_start + o for o in info["data_offsets"])
+    return self._map[lo:hi].view(_DTYPES[info["dtype"]]).reshape(info["shape"])
+
+
 def read_safetensors_folder(path: str) -> "TensorSource":
-  """Opens ``model.safetensors`` or the shards named by ``model.safetensors.index.json``."""
-  from safetensors import safe_open
+  """Opens ``model.safetensors`` or the shards named by ``model.safetensors.index.json``.
+
+  Pickle-only PyTorch weights (``pytorch_model.bin``) are refused: unpickling runs code.
+  """
   index = os.path.join(path, "model.safetensors.index.json")
   single = os.path.join(path, "model.safetensors")
   if os.path.exists(index):
@@ -92,6 +140,12 @@ def read_safetensors_folder(path: str) -> "TensorSource":
   elif os.path.exists(single):
     files = ["model.safetensors"]
   else:
+    pickled = [f for f in _PICKLE_FILES if os.path.exists(os.path.join(path, f))]
+    if pickled:
+      raise CheckpointError(
+          f"{os.path.join(path, pickled[0])}: pickle-only PyTorch weights are not read (loading "
+          "them runs arbitrary code); convert the folder once with transformers: "
+          f"AutoModel.from_pretrained({path!r}).save_pretrained({path!r})  # writes safetensors")
     raise MissingFileError(single, "weights (model.safetensors or model.safetensors.index.json)")
   handles = {}
   names = {}
@@ -99,7 +153,7 @@ def read_safetensors_folder(path: str) -> "TensorSource":
     fpath = os.path.join(path, fname)
     if not os.path.exists(fpath):
       raise MissingFileError(fpath, f"safetensors shard listed in {os.path.basename(index)}")
-    handles[fname] = safe_open(fpath, framework="numpy")
+    handles[fname] = SafetensorsFile(fpath)
     for key in handles[fname].keys():
       names[key] = fname
   return TensorSource(path, handles, names)
@@ -146,6 +200,9 @@ def load_into(abstract_model: nnx.Module, source: TensorSource | Mapping[str, np
       unused.append(name)
       continue
     tensor = get(name)
+    if not jnp.issubdtype(tensor.dtype, jnp.floating):  # bfloat16 / float8 included
+      raise CheckpointError(f"{where(name) or 'checkpoint'}: tensor {name!r} has dtype "
+                            f"{tensor.dtype}, expected a floating-point dtype")
     parts = rule.split(tensor) if rule.split else (tensor,)
     for path, part in zip(targets, parts):
       var = params[path]
@@ -192,7 +249,7 @@ def export_tensors(model: nnx.Module, rules: Sequence[Rule], dtype=None) -> dict
       tensor = rule.merge(parts) if rule.merge else parts[0]
       if dtype is not None:
         tensor = tensor.astype(dtype)
-      out[hf_name] = np.ascontiguousarray(tensor)
+      out[hf_name] = np.ascontiguousarray(tensor).reshape(tensor.shape)  # keeps 0-d scalars
       done.update(targets)
       break
     else:

@@ -200,14 +200,16 @@ class VisionAttention(nnx.Module):
       self.q_norm = RMSNorm(d, eps=cfg.layer_norm_eps, dtype=dt, param_dtype=pdt)
       self.k_norm = RMSNorm(d, eps=cfg.layer_norm_eps, dtype=dt, param_dtype=pdt)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """``mask`` (optional, ``[B, 1|H, S, S]``, True = may attend): the CLIP text tower's causal
+    + padding mask; the vision towers attend bidirectionally (None)."""
     cfg = self.cfg
     b, s, d = x.shape
     q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
     if cfg.qk_norm:
       q, k = self.q_norm(q), self.k_norm(k)
     heads = lambda t: t.reshape(b, s, cfg.num_attention_heads, d // cfg.num_attention_heads)
-    out, _ = attention(heads(q), heads(k), heads(v), None, implementation=cfg.attention_impl)
+    out, _ = attention(heads(q), heads(k), heads(v), mask, implementation=cfg.attention_impl)
     return self.o_proj(out.reshape(b, s, d))
 
 
@@ -237,8 +239,8 @@ class VisionLayer(nnx.Module):
       self.ls2 = nnx.Param(jnp.ones((cfg.hidden_size,), pdt), logical_axes=("norm",))
     self.layer_scale = cfg.layer_scale
 
-  def __call__(self, x):
-    h = self.attn(self.norm1(x))
+  def __call__(self, x, mask=None):
+    h = self.attn(self.norm1(x), mask)
     x = x + (h * self.ls1[...].astype(h.dtype) if self.layer_scale else h)
     m = self.mlp(self.norm2(x))
     return x + (m * self.ls2[...].astype(m.dtype) if self.layer_scale else m)
@@ -273,3 +275,7 @@ class VisionTransformer(nnx.Module):
   def __call__(self, pixel_values) -> jax.Array:
     """HF ``last_hidden_state``: every layer, then a ``"sequence"`` post norm."""
     return self.hidden_state(pixel_values, -1, final_norm=True)
+
+  def pooled(self, pixel_values) -> jax.Array:
+    """HF ``pooler_output`` of CLIP: ``post_layernorm`` of the last layer's CLS state ``[B, D]``."""
+    return self.post_layernorm(self.hidden_state(pixel_values, -1)[:, 0])

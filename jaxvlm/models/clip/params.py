@@ -61,3 +61,15 @@ RULES = (
 )
 
 IGNORE = (r".*embeddings\.position_ids$",)
+
+# HF ``CLIPModel`` (model_type ``clip``) <-> :class:`~jaxvlm.models.clip.dual.CLIPModel`.
+DUAL_RULES = (
+    Rule("text_model.embeddings.token_embedding.weight", "text_model.token_embedding.embedding"),
+    Rule("text_model.embeddings.position_embedding.weight", "text_model.position_embedding"),
+    *module_rules("text_model.", "text_model.", [("final_layer_norm", "final_layer_norm")]),
+    *prefixed([r for r in RULES if r.hf.startswith(_LAYER)], "text_model.", "text_model."),
+    *prefixed(RULES, "vision_model.", "vision_model."),
+    *module_rules("", "", [("text_projection", "text_projection"),
+                           ("visual_projection", "visual_projection")]),
+    Rule("logit_scale", "logit_scale"),
+)
