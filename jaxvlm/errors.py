@@ -57,3 +57,11 @@ class UnusedTensorError(CheckpointError):
     where = f"{source}: " if source else ""
     super().__init__(where + "; ".join(parts))
     self.unused, self.missing = sorted(unused), sorted(missing)
+
+
+class DataFileError(JaxVLMError):
+  """A data file (VQA questions / annotations json, ...) is malformed or inconsistent."""
+
+  def __init__(self, path: str, problem: str):
+    super().__init__(f"{path}: {problem}")
+    self.path, self.problem = path, problem
