@@ -79,7 +79,7 @@ def test_greedy_generation_matches_transformers(name, tmp_path, rng):
     ref = hf_model.generate(torch.tensor(ids), attention_mask=torch.tensor(mask), do_sample=False,
                             max_new_tokens=32, eos_token_id=None, pad_token_id=0)
   with jax.default_matmul_precision("highest"):
-    out = generate(model, ids, mask, max_new_tokens=32)
+    out = generate(model, ids, mask, max_new_tokens=32, eos_token_id=(), pad_token_id=0)
   np.testing.assert_array_equal(np.asarray(out.sequences), ref.numpy())
 
 

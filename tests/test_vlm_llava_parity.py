@@ -67,12 +67,13 @@ def test_keep_k_of_n_generates_aligned(setup, k):
   pruned = mm.keep_visual_tokens(ids, mask, IMG, keep, keep_positions=False)
   kept = mm.gather_kept_features(feats, [TOKENS, TOKENS], keep)
   assert kept.shape[0] == int((pruned.input_ids == IMG).sum()) == 2 * k
-  out = generate(model, pruned.input_ids, pruned.attention_mask, 5, image_features=kept)
+  out = generate(model, pruned.input_ids, pruned.attention_mask, 5, image_features=kept,
+                 eos_token_id=())
   assert out.sequences.shape == (2, pruned.input_ids.shape[1] + 5)
   np.testing.assert_array_equal(np.asarray(out.sequences[:, :-5]), pruned.input_ids)
   assert (np.asarray(out.num_generated) == 5).all()
   if k == TOKENS:  # keeping everything is the unpruned prompt
-    full = generate(model, ids, mask, 5, pixel_values=px)
+    full = generate(model, ids, mask, 5, pixel_values=px, eos_token_id=())
     np.testing.assert_array_equal(np.asarray(full.new_tokens), np.asarray(out.new_tokens))
 
 

@@ -81,7 +81,7 @@ def test_parity_features_logits_hidden_and_greedy(setup):
                           mm_token_type_ids=torch.tensor((ids == IMG).astype(np.int64)),
                           max_new_tokens=16, min_new_tokens=16, do_sample=False).numpy()
   with jax.default_matmul_precision("highest"):
-    gen = generate(model, ids, mask, 16, pixel_values=px, image_grid_thw=grid)
+    gen = generate(model, ids, mask, 16, pixel_values=px, image_grid_thw=grid, eos_token_id=())
   np.testing.assert_array_equal(np.asarray(gen.sequences), ref_gen)
 
 
@@ -153,7 +153,7 @@ class _TinyProcessor:
              else c["text"] for c in msg["content"]]
     return "<|im_start|> w5 " + " ".join(parts) + " <|im_end|> <|im_start|> w6"
 
-  def __call__(self, text, images, return_tensors):
+  def __call__(self, text, images, return_tensors, **kwargs):
     px = self.image_processor(images=images, return_tensors=return_tensors)
     for t, h, w in px["image_grid_thw"]:
       text = [text[0].replace("<|image_pad|> ", "<|image_pad|>_ " * (t * h * w // 4), 1)]

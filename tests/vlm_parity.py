@@ -45,6 +45,6 @@ def check_parity(hf, path, ids, mask, pixel_values, ref_features, *, new_tokens:
                           max_new_tokens=new_tokens, do_sample=False, eos_token_id=None,
                           pad_token_id=0)
   with jax.default_matmul_precision("highest"):
-    gen = generate(model, ids, mask, new_tokens, pixel_values=pixel_values)
+    gen = generate(model, ids, mask, new_tokens, pixel_values=pixel_values, eos_token_id=())
   np.testing.assert_array_equal(np.asarray(gen.sequences), ref_gen.numpy())
   return model

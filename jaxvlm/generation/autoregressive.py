@@ -21,6 +21,7 @@ import numpy as np
 from flax import nnx
 
 from jaxvlm.errors import ConfigError, ShapeError
+from jaxvlm.generation.defaults import model_defaults
 
 
 @flax.struct.dataclass
@@ -75,21 +76,36 @@ def _validate(input_ids, attention_mask, max_new_tokens, temperature, top_k, top
     raise ConfigError("top_p", top_p, "a value in (0, 1]")
 
 
-def generate(model: nnx.Module, input_ids, attention_mask=None, max_new_tokens: int = 32, *,
-             temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-             eos_token_id: int | list[int] | None = None, pad_token_id: int = 0,
-             rng: jax.Array | None = None, **model_kwargs) -> GenerateOutput:
+def generate(model: nnx.Module, input_ids, attention_mask=None, max_new_tokens: int | None = None,
+             *, temperature: float | None = None, top_k: int | None = None,
+             top_p: float | None = None, eos_token_id: int | list[int] | None = None,
+             pad_token_id: int | None = None, rng: jax.Array | None = None,
+             **model_kwargs) -> GenerateOutput:
   """Generates up to ``max_new_tokens`` tokens after a left-padded prompt batch.
 
-  Greedy by default (equal to ``transformers``' greedy ``generate``). Sequences stop at any id in
-  ``eos_token_id``; positions after EOS hold ``pad_token_id``. Extra ``model_kwargs`` (pixel
-  values, image grids) go to ``model.prefill_inputs``.
+  Arguments left at ``None`` come from ``model.generation_config`` (the checkpoint's
+  ``generation_config.json``, see :mod:`jaxvlm.generation.defaults`), as in ``transformers``:
+  greedy unless it says ``do_sample``; sequences stop at any of its EOS ids (``eos_token_id=()``
+  never stops); positions after EOS hold ``pad_token_id`` (default: pad, else the first EOS id);
+  ``max_new_tokens`` defaults to 32. Extra ``model_kwargs`` (pixel values, image grids) go to
+  ``model.prefill_inputs``.
   """
+  defaults = model_defaults(model)
+  sampling = defaults.sampling()
+  temperature = sampling["temperature"] if temperature is None else temperature
+  top_k = sampling["top_k"] if top_k is None else top_k
+  top_p = sampling["top_p"] if top_p is None else top_p
+  if max_new_tokens is None:
+    max_new_tokens = defaults.max_new_tokens or 32
+  eos = defaults.eos_token_id if eos_token_id is None else tuple(
+      np.atleast_1d(eos_token_id).astype(int).tolist())
+  if pad_token_id is None:
+    pad_token_id = (defaults.pad_token_id if defaults.pad_token_id is not None
+                    else eos[0] if eos else 0)
   input_ids = jnp.asarray(input_ids, jnp.int32)
   attention_mask = (jnp.ones_like(input_ids) if attention_mask is None
                     else jnp.asarray(attention_mask, jnp.int32))
   _validate(input_ids, attention_mask, max_new_tokens, temperature, top_k, top_p)
-  eos = tuple(np.atleast_1d(eos_token_id).tolist()) if eos_token_id is not None else ()
   rng = jax.random.key(0) if rng is None else rng
   if model_kwargs and hasattr(model, "prepare_inputs"):
     model_kwargs = model.prepare_inputs(input_ids, attention_mask, **model_kwargs)

@@ -18,6 +18,7 @@ import numpy as np
 from flax import nnx
 
 from jaxvlm.errors import ConfigError, MissingFileError, UnknownModelTypeError
+from jaxvlm.generation.defaults import GenerationDefaults
 from jaxvlm.models import weights
 
 
@@ -115,7 +116,8 @@ def load_pretrained(path: str, dtype=None, param_dtype=None, mesh=None, rules=No
   """Loads a local HF folder (``config.json`` + safetensors, single or sharded).
 
   ``dtype`` is the compute dtype, ``param_dtype`` the storage dtype (defaults to ``dtype``).
-  With a ``mesh``, each tensor goes straight to the sharding its logical axes map to.
+  The folder's ``generation_config.json`` (EOS / pad / bos ids, sampling defaults) is kept as
+  ``model.generation_config`` for ``generate`` and ``chat``. With a ``mesh``, each tensor goes straight to the sharding its logical axes map to.
   """
   hf = read_config(path)
   family = get_family(hf["model_type"])
@@ -129,8 +131,10 @@ def load_pretrained(path: str, dtype=None, param_dtype=None, mesh=None, rules=No
     sharding_fn = lambda var: NamedSharding(mesh, mesh_lib.param_spec(
         var.shape, var.get_metadata().get("logical_axes"), rules, mesh))
   source = weights.read_safetensors_folder(path)
-  return weights.load_into(abstract, source, family_rules(family, cfg), sharding_fn=sharding_fn,
-                           ignore=family.ignore)
+  model = weights.load_into(abstract, source, family_rules(family, cfg), sharding_fn=sharding_fn,
+                            ignore=family.ignore)
+  model.generation_config = GenerationDefaults.from_folder(path, hf)  # generate()'s defaults
+  return model
 
 
 def save_pretrained(model: nnx.Module, path: str, dtype=None,
@@ -144,3 +148,5 @@ def save_pretrained(model: nnx.Module, path: str, dtype=None,
   hf["torch_dtype"] = hf["dtype"] = np.dtype(dtype or next(iter(tensors.values())).dtype).name
   from jaxvlm.io import write_json
   write_json(os.path.join(path, "config.json"), hf)
+  if getattr(model, "generation_config", None) is not None:
+    write_json(os.path.join(path, "generation_config.json"), model.generation_config.to_hf())
