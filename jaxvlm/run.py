@@ -8,6 +8,7 @@ into ``workdir``. Overrides come as ``--config.a.b=value``.
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib.util
 import json
 import os
@@ -26,7 +27,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help=f"config file and preset, path[:preset] (default {DEFAULT_CONFIG})")
   parser.add_argument("--workdir", default=None,
                       help="run folder (default runs/<experiment>-<timestamp>)")
-  parser.epilog = "Override any config key with --config.KEY=VALUE (e.g. --config.train.steps=10)."
+  parser.formatter_class = argparse.RawDescriptionHelpFormatter
+  lines = [f"  configs/{name}.py:{{{','.join(presets)}}}\n      {about}"
+           for name, presets, about in list_experiments()]
+  parser.epilog = ("Override any config key with --config.KEY=VALUE (e.g. --config.train.steps=10)."
+                   "\n\nexperiments (config:{presets}, first preset is the default):\n"
+                   + "\n".join(lines))
+
+
+def list_experiments() -> list[tuple[str, list[str], str]]:
+  """(name, presets, first docstring line) of every ``configs/*.py``, read without importing."""
+  out = []
+  for path in sorted((config_lib.REPO_ROOT / "configs").glob("*.py")):
+    if path.stem.startswith("_"):
+      continue
+    try:
+      tree = ast.parse(path.read_text())
+    except SyntaxError as e:
+      out.append((path.stem, [], f"(cannot be parsed: {e.msg}, line {e.lineno})"))
+      continue
+    about = (ast.get_docstring(tree) or "(no docstring)").strip().splitlines()[0]
+    out.append((path.stem, _presets(tree), about))
+  return out
+
+
+def _presets(tree: ast.Module) -> list[str]:
+  """Preset names of ``get_config``: its ``arg or "x"`` default first, then every string the
+  argument (or a name derived from it) is compared with, directly or through a dict's keys."""
+  fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "get_config"),
+            None)
+  if fn is None or not fn.args.args:
+    return []
+  arg_names, dicts, found = {fn.args.args[0].arg}, {}, []
+  strings = lambda node: [c.value for c in ast.walk(node)
+                          if isinstance(c, ast.Constant) and isinstance(c.value, str)]
+  for node in ast.walk(fn):
+    if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(
+        node.targets[0], ast.Name):
+      target, value = node.targets[0].id, node.value
+      if any(isinstance(n, ast.Name) and n.id in arg_names for n in ast.walk(value)):
+        arg_names.add(target)
+        if isinstance(value, ast.BoolOp):
+          found += strings(value)
+      if isinstance(value, ast.Dict):
+        dicts[target] = [k.value for k in value.keys if isinstance(k, ast.Constant)]
+  for node in ast.walk(fn):
+    if isinstance(node, ast.Compare) and isinstance(node.left, ast.Name) and (
+        node.left.id in arg_names):
+      for comp in node.comparators:
+        found += dicts.get(comp.id, []) if isinstance(comp, ast.Name) else strings(comp)
+  return list(dict.fromkeys(found))
 
 
 def load_experiment(name: str):
@@ -69,6 +119,8 @@ def experiment_entrypoint(main_fn, default_config: str) -> None:
   parser = argparse.ArgumentParser()
   add_arguments(parser)
   parser.set_defaults(config=default_config)
-  args, extra = parser.parse_known_args(sys.argv[1:])
+  argv = sys.argv[1:]
+  args, extra = parser.parse_known_args([a for a in argv if a != "--debug"])
   args.extra = extra
-  sys.exit(main(args))
+  from jaxvlm.cli import guarded
+  sys.exit(guarded(lambda: main(args), debug="--debug" in argv))

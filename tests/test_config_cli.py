@@ -64,6 +64,6 @@ def test_help_lists_subcommands():
     assert name in out
 
 
-def test_run_refuses_unknown_experiment(config_file):
-  with pytest.raises(errors.ConfigError, match="experiment"):
-    cli.main(["run", "--config", config_file])
+def test_run_refuses_unknown_experiment(config_file, capsys):
+  assert cli.main(["run", "--config", config_file]) == 2
+  assert "jaxvlm: error: experiment" in capsys.readouterr().err

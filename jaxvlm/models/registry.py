@@ -117,7 +117,8 @@ def load_pretrained(path: str, dtype=None, param_dtype=None, mesh=None, rules=No
 
   ``dtype`` is the compute dtype, ``param_dtype`` the storage dtype (defaults to ``dtype``).
   The folder's ``generation_config.json`` (EOS / pad / bos ids, sampling defaults) is kept as
-  ``model.generation_config`` for ``generate`` and ``chat``. With a ``mesh``, each tensor goes straight to the sharding its logical axes map to.
+  ``model.generation_config`` for ``generate`` and ``chat``. With a ``mesh``, each tensor goes
+  straight to the sharding its logical axes map to.
   """
   hf = read_config(path)
   family = get_family(hf["model_type"])

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from typing import Any, Mapping
 
 import numpy as np
 
 from jaxvlm import io
-from jaxvlm.errors import CheckpointError, JaxVLMError, MissingFileError
+from jaxvlm.errors import CheckpointError, MissingFileError
 
 
 def _item_dir(path: str, step: int | None) -> str:
@@ -116,11 +115,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-  try:
-    report = compare(load_params(args.a, args.step_a), load_params(args.b, args.step_b), args.atol)
-  except JaxVLMError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  report = compare(load_params(args.a, args.step_a), load_params(args.b, args.step_b), args.atol)
   report["a"], report["b"] = os.path.abspath(args.a), os.path.abspath(args.b)
   print(format_report(report, args.top))
   if args.json:

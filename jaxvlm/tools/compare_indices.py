@@ -12,11 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from typing import Any
 
 from jaxvlm import io
-from jaxvlm.errors import ConfigError, JaxVLMError, MissingFileError
+from jaxvlm.errors import ConfigError, MissingFileError
 
 _ID_KEYS, _IDX_KEYS = ("id", "sample_id", "question_id"), ("indices", "icd_indices", "icd_idx")
 
@@ -92,11 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-  try:
-    report = compare(load_selections(args.a), load_selections(args.b))
-  except JaxVLMError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  report = compare(load_selections(args.a), load_selections(args.b))
   print(format_report(report, args.top))
   if args.json:
     io.write_json(args.json, report)

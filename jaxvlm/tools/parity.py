@@ -30,8 +30,8 @@ def compare(path: str, length: int = 512, batch: int = 1, seed: int = 0) -> dict
 
   from jaxvlm.models import load_pretrained
 
+  model = load_pretrained(path, dtype="float32")  # first: its errors name the bad file
   ref_model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-  model = load_pretrained(path, dtype="float32")
   vocab = model.config.vocab_size
   ids = np.random.default_rng(seed).integers(0, vocab, (batch, length))
   with torch.no_grad():
