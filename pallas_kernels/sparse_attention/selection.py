@@ -125,33 +125,3 @@ def dense_selection(num_heads: int, seq_q: int, seq_k: int, block_q: int,
   nq, nk = math.ceil(seq_q / block_q), math.ceil(seq_k / block_k)
   return selection_from_block_mask(jnp.ones((1, num_heads, nq, nk), bool), block_q, block_k)
 
-
-def block_importance(q: jax.Array, k: jax.Array, block_q: int, block_k: int, *,
-                     per_kv_head: bool = True, causal: bool = False,
-                     sm_scale: float | None = None) -> jax.Array:
-  """SparseD tile importance: mean attention probability per (query block, key block) tile.
-
-  ``q [B, Sq, Hq, D]``, ``k [B, Sk, Hkv, D]``. Returns ``[B, Hkv | Hq, nQ, nK]`` float32:
-  probabilities of dense (optionally causal) attention averaged over the valid entries of each
-  tile, and over the query heads of a GQA group when ``per_kv_head``. Dense: call it once per
-  SparseD block-mask refresh, not per step.
-  """
-  b, sq, hq, d = q.shape
-  sk, hkv = k.shape[1], k.shape[2]
-  scale = d ** -0.5 if sm_scale is None else sm_scale
-  kr = jnp.repeat(k, hq // hkv, axis=2)
-  s = jnp.einsum("bqhd,bkhd->bhqk", q, kr, preferred_element_type=jnp.float32) * scale
-  if causal:
-    s = jnp.where(jnp.arange(sq)[:, None] >= jnp.arange(sk)[None, :], s, -jnp.inf)
-  p = jax.nn.softmax(s, axis=-1)
-  if causal:  # a row with no allowed key has no probability mass
-    p = jnp.where(jnp.arange(sq)[:, None] >= jnp.arange(sk)[None, :], p, 0.0)
-  nq, nk = math.ceil(sq / block_q), math.ceil(sk / block_k)
-  p = jnp.pad(p, ((0, 0), (0, 0), (0, nq * block_q - sq), (0, nk * block_k - sk)))
-  tiles = p.reshape(b, hq, nq, block_q, nk, block_k).sum(axis=(3, 5))
-  rows = jnp.minimum(block_q, sq - jnp.arange(nq) * block_q)
-  cols = jnp.minimum(block_k, sk - jnp.arange(nk) * block_k)
-  tiles = tiles / (rows[:, None] * cols[None, :]).astype(jnp.float32)
-  if per_kv_head:
-    tiles = tiles.reshape(b, hkv, hq // hkv, nq, nk).mean(axis=2)
-  return tiles
