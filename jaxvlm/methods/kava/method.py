@@ -91,9 +91,19 @@ class KavaConfig:
     return dict(self.weights).get(term, 1.0)
 
 
-def _answer_ce(logits, ids, loss_mask):
-  """CE of ``logits`` predicting ``ids[:, 1:]`` where ``loss_mask[:, 1:]`` is 1."""
-  return losses.masked_ce(logits[:, :-1], ids[:, 1:], loss_mask[:, 1:])
+def packed_ce(logits, ids, mask, target):
+  """(CE, accuracy) of every token where ``target`` is 1, predicted from the logits at the last
+  valid (``mask``) position before it, so segments may carry interior padding."""
+  s = ids.shape[1]
+  last = jax.lax.cummax(jnp.where(mask.astype(bool), jnp.arange(s), -1), axis=1)
+  src = jnp.concatenate([jnp.full_like(last[:, :1], -1), last[:, :-1]], 1)
+  picked = jnp.take_along_axis(logits, jnp.maximum(src, 0)[..., None], 1)
+  return losses.masked_ce(picked, ids, target * (src >= 0))
+
+
+def _segments(batch, names):
+  cat = lambda key: jnp.concatenate([jnp.asarray(batch[f"{n}_{key}"]) for n in names], 1)
+  return cat("ids"), cat("mask")
 
 
 def compressed_teacher_kv(cfg: KavaConfig, t: passes.TeacherOut, batch: dict):
@@ -126,38 +136,35 @@ def kava_loss(cfg: KavaConfig, model, batch: dict, prefix_len: int) -> tuple[jax
   terms = cfg.active_terms
   aux, total = {}, 0.0
   ans_ids, ans_loss = jnp.asarray(batch["ans_ids"]), jnp.asarray(batch["ans_loss"])
+  zeros_q = jnp.zeros_like(jnp.asarray(batch["q_mask"]))
   if not cfg.latent:
+    segs = ("q", "cot", "ans") if cfg.method == "cot" else ("q", "ans")
     t = passes.teacher_forward(model, batch, with_cot=cfg.method == "cot")
-    la = ans_ids.shape[1]
-    if cfg.method == "cot":
-      ids = jnp.concatenate([batch["q_ids"], batch["cot_ids"], ans_ids], 1)
-      target = jnp.concatenate([jnp.zeros_like(batch["q_mask"]), batch["cot_mask"],
-                                batch["ans_mask"]], 1)
-    else:
-      ids = jnp.concatenate([batch["q_ids"], ans_ids], 1)
-      target = jnp.concatenate([jnp.zeros_like(batch["q_mask"]), ans_loss], 1)
-    ce, acc = _answer_ce(t.logits, ids, target)
-    _, aux["answer_accuracy"] = _answer_ce(t.logits[:, -la - 1:], ids[:, -la - 1:],
-                                           jnp.concatenate([jnp.zeros_like(ans_loss[:, :1]),
-                                                            ans_loss], 1))
+    ids, mask = _segments(batch, segs)
+    target = (jnp.concatenate([zeros_q, batch["cot_mask"], batch["ans_mask"]], 1)
+              if cfg.method == "cot" else jnp.concatenate([zeros_q, ans_loss], 1))
+    ce, _ = packed_ce(t.logits, ids, mask, target)
+    mid = [jnp.zeros_like(jnp.asarray(batch[f"{n}_mask"])) for n in segs[:-1]]
+    _, aux["answer_accuracy"] = packed_ce(t.logits, ids, mask, jnp.concatenate(mid + [ans_loss],
+                                                                                1))
     aux[terms[0]] = ce
     return cfg.weight(terms[0]) * ce, aux
   need_teacher = any(x in terms for x in ("teacher_ce", "codi", "kv"))
   s = passes.student_forward(model, batch, cfg.num_latents, cfg.iterations,
                              keep_all="kv" in terms and cfg.kv_iterations == "all")
-  eot = jnp.full_like(ans_ids[:, :1], model.eot_id)
-  ce, aux["answer_accuracy"] = _answer_ce(
-      s.logits, jnp.concatenate([eot, ans_ids], 1),
-      jnp.concatenate([jnp.zeros_like(ans_loss[:, :1]), ans_loss], 1))
+  one = jnp.ones_like(ans_loss[:, :1])
+  ce, aux["answer_accuracy"] = packed_ce(
+      s.logits, jnp.concatenate([one * model.eot_id, ans_ids], 1),
+      jnp.concatenate([one, jnp.asarray(batch["ans_mask"])], 1),
+      jnp.concatenate([0 * one, ans_loss], 1))
   parts = {"student_ce": ce}
   if need_teacher:
     t = passes.teacher_forward(model, batch, need_cache=True, need_attention="kv" in terms and
                                cfg.select != "right_crop", pooling=cfg.pooling)
     if "teacher_ce" in terms:
-      ids = jnp.concatenate([batch["q_ids"], batch["cot_ids"], ans_ids], 1)
-      target = jnp.concatenate([jnp.zeros_like(batch["q_mask"]), batch["cot_mask"],
-                                batch["ans_mask"]], 1)
-      parts["teacher_ce"] = _answer_ce(t.logits, ids, target)[0]
+      ids, mask = _segments(batch, ("q", "cot", "ans"))
+      target = jnp.concatenate([zeros_q, batch["cot_mask"], batch["ans_mask"]], 1)
+      parts["teacher_ce"] = packed_ce(t.logits, ids, mask, target)[0]
     if "codi" in terms:
       d_t = batch["q_ids"].shape[1] + batch["cot_ids"].shape[1] + prefix_len - 1
       parts["codi"] = losses.codi_loss([h[:, d_t] for h in t.hidden[1:]],

@@ -1,0 +1,108 @@
+"""KAVA (seed 003) and its baselines: CoT, No-CoT, CODI, PCCoT, KAVA, with the ablation rows.
+
+``jaxvlm run --config configs/kava.py:tiny`` runs ``experiments/kava_ablation.py``: every row of
+``ablation.rows`` (``ablation.rows=""`` trains the single ``kava.method``).
+
+Presets:
+  tiny:    CPU, minutes. A 2-layer LLaMA (char tokenizer) is first pretrained on the CoT text of
+           multi-operand problems ``a*b+c-d`` (``jaxvlm.data.arithmetic``): the "pretrained LM"
+           that LoRA adapts, cached in the run folder. Each row then fine-tunes it on other
+           problems of the same kind and is scored on held-out ones.
+  llama1b: LLaMA-3.2-1B-Instruct on GSM8K-AUG (REFERENCES.md: M 24, T 3, alpha1 10, alpha2 1,
+           lambda 0.1, SmoothL1 + layer-wise std, lr 8e-4, AdamW, cosine, wd 0.1, batch 128,
+           grad clip 2, 10 epochs, LoRA r128 / alpha 32 / dropout 0.1 on q,k,v,o).
+  qwen05b: Qwen2.5-0.5B-Instruct: MSE, lr 5e-4, weight decay 0.01.
+  llama3b: LLaMA-3.2-3B-Instruct: alpha1 20, alpha2 2, lr 2e-4, 5 epochs.
+Model and data paths are config fields (``model.path``, ``data.train_path``, ``data.test_paths``).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+# GSM8K-AUG has 385,620 training problems: one epoch at batch 128 is 3013 steps.
+AUG_STEPS_PER_EPOCH = 3013
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  preset = arg or "tiny"
+  c = ml_collections.ConfigDict()
+  c.experiment = "kava_ablation"
+  c.seed = 0
+  c.model = ml_collections.ConfigDict(dict(
+      path="",  # local HF folder; empty = tiny random LLaMA pretrained here (char tokenizer)
+      hf_config=dict(model_type="llama", hidden_size=96, intermediate_size=256,
+                     num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                     max_position_embeddings=256, rope_theta=10000.0, rms_norm_eps=1e-5,
+                     tie_word_embeddings=True),
+      dtype="float32", param_dtype="float32", remat=False))
+  c.tokens = ml_collections.ConfigDict(dict(bot="{", eot="}", latent="_"))
+  c.pretrain = ml_collections.ConfigDict(dict(steps=600, batch_size=64, lr=3e-3,
+                                             num_problems=8000))
+  c.data = ml_collections.ConfigDict(dict(
+      source="arithmetic",  # arithmetic | gsm8k_aug
+      num_train=8000, num_test=200, num_operands=4, max_operand=9,
+      train_path="", train_limit=0,
+      test_paths=dict(),  # name -> path; names: gsm8k, gsm8k_aug, gsm_hard, svamp, multiarith
+      test_limit=0,
+      question_template="{question}=", answer_prefix="####",
+      q_len=0, cot_len=0, ans_len=0,  # 0 = the smallest that fits the data
+      max_new_tokens_cot=32, max_new_tokens_answer=8))
+  c.kava = ml_collections.ConfigDict(dict(
+      method="kava",  # cot | nocot | codi | pccot | kava
+      num_latents=6, iterations=3, codi_iterations=0,  # codi: 0 = T = M (sequential latents)
+      terms="",  # "" = the method's default; else a comma list of student_ce,teacher_ce,codi,kv
+      weights=dict(student_ce=1.0, teacher_ce=1.0, codi=10.0, kv=1.0),
+      codi_distance="smooth_l1", codi_normalize=True,
+      kv_distance="smooth_l1", kv_normalize=True, kv_iterations="final",  # final | all
+      select="rkv", lam=0.1, pooling="mean",  # rkv | attention_only | cosine_only | right_crop
+      projection="mlp"))  # mlp | identity
+  c.lora = ml_collections.ConfigDict(dict(
+      enabled=True, rank=32, alpha=32.0, dropout=0.1,
+      targets=("q_proj", "k_proj", "v_proj", "o_proj")))
+  c.optimizer = ml_collections.ConfigDict(dict(
+      lr=3e-3, schedule="cosine", warmup_steps=20, end_lr_ratio=0.0, b1=0.9, b2=0.999, eps=1e-8,
+      weight_decay=0.1, grad_clip=2.0))
+  c.train = ml_collections.ConfigDict(dict(
+      steps=300, batch_size=64, grad_accum=1, log_every=10, checkpoint_every=0,
+      keep_checkpoints=1, resume=True, eval_batch_size=200))
+  c.ablation = ml_collections.ConfigDict(dict(
+      rows="cot,nocot,codi,pccot,pccot_codi,pccot_codi_kv,pccot_codi_rkv,kava,"
+           "full_cot,full_nocot,full_pccot,full_kava"))
+  c.mesh = ml_collections.ConfigDict(dict(
+      data=1, fsdp=-1, tensor=1, rules="fsdp",
+      distributed=dict(enabled=False, coordinator_address="", num_processes=-1, process_id=-1)))
+  if preset == "tiny":
+    return c
+  hf = {"llama1b": "/path/to/Llama-3.2-1B-Instruct", "qwen05b": "/path/to/Qwen2.5-0.5B-Instruct",
+        "llama3b": "/path/to/Llama-3.2-3B-Instruct"}
+  if preset not in hf:
+    raise KeyError(preset)
+  c.model.update(path=hf[preset], hf_config={}, dtype="bfloat16", remat=True)
+  c.tokens.update(bot="<|reserved_special_token_0|>", eot="<|reserved_special_token_1|>",
+                  latent="<|reserved_special_token_2|>")
+  if preset == "qwen05b":
+    c.tokens.update(bot="<|box_start|>", eot="<|box_end|>", latent="<|quad_start|>")
+  c.pretrain.update(steps=0, num_problems=0)
+  c.data.update(source="gsm8k_aug", train_path="/path/to/gsm8k_aug/train.jsonl",
+                test_paths=dict(gsm8k="/path/to/gsm8k/test.jsonl",
+                                gsm_hard="/path/to/gsm-hard/gsmhardv2.jsonl",
+                                svamp="/path/to/SVAMP/SVAMP.json",
+                                multiarith="/path/to/MultiArith/MultiArith.json"),
+                question_template="Question: {question}\nAnswer:",
+                answer_prefix="The answer is:", q_len=128, cot_len=128, ans_len=16,
+                max_new_tokens_cot=256, max_new_tokens_answer=16)
+  c.kava.update(num_latents=24, iterations=3)
+  c.lora.update(rank=128, alpha=32.0, dropout=0.1)
+  c.optimizer.update(lr=8e-4, warmup_steps=100, weight_decay=0.1, grad_clip=2.0)
+  c.train.update(steps=10 * AUG_STEPS_PER_EPOCH, batch_size=128, grad_accum=4,
+                 checkpoint_every=1000, keep_checkpoints=3, eval_batch_size=32)
+  c.ablation.rows = ""
+  if preset == "qwen05b":
+    c.kava.update(kv_distance="mse")
+    c.optimizer.update(lr=5e-4, weight_decay=0.01)
+  if preset == "llama3b":
+    c.kava.weights.update(codi=20.0, kv=2.0)
+    c.optimizer.update(lr=2e-4)
+    c.train.steps = 5 * AUG_STEPS_PER_EPOCH
+  return c

@@ -1,0 +1,303 @@
+"""KAVA ablation: trains the rows of seed 003's tables and evaluates them on held-out problems.
+
+Rows (``ablation.rows``; each is the config with a few overrides, see ``ROWS``): the baselines
+CoT, No-CoT, CODI, PCCoT and KAVA; the ablation PCCoT -> + CODI -> + KV (right-crop compression,
+raw distances) -> + R-KV -> KAVA full (+ layer-wise std normalisation); and full fine-tuning
+instead of LoRA for CoT, No-CoT, PCCoT and KAVA. Without ``model.path`` a tiny LLaMA is first
+pretrained on arithmetic step text (cached in ``<workdir>/base``). Each finished row is cached in
+``<workdir>/rows/<name>/result.json`` (a re-run resumes). Writes ``metrics.json``, ``report.md``
+(accuracy per row and test set, forward passes per question, the config of every row) and
+``loss.png``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+
+import jax
+import matplotlib
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from jaxvlm import io, models
+from jaxvlm.data import arithmetic, gsm8k as gsm8k_data, sft
+from jaxvlm.data.tokenizer import CharTokenizer
+from jaxvlm.errors import ConfigError
+from jaxvlm.layers import lora
+from jaxvlm.methods import kava
+from jaxvlm.run import experiment_entrypoint
+from jaxvlm.sharding import get_rules, make_mesh
+from jaxvlm.training import Trainer, TrainConfig, causal_lm_loss, remat_modules
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+_KV_RAW = {"kava.kv_normalize": False}
+ROWS = {
+    "cot": ("CoT", {"kava.method": "cot"}),
+    "nocot": ("No-CoT", {"kava.method": "nocot"}),
+    "codi": ("CODI", {"kava.method": "codi"}),
+    "pccot": ("PCCoT", {"kava.method": "pccot"}),
+    "pccot_codi": ("+ CODI", {"kava.method": "kava", "kava.terms": "student_ce,teacher_ce,codi"}),
+    "pccot_codi_kv": ("+ KV (right-crop)", {"kava.method": "kava", "kava.select": "right_crop",
+                                            **_KV_RAW}),
+    "pccot_codi_rkv": ("+ R-KV", {"kava.method": "kava", "kava.select": "rkv", **_KV_RAW}),
+    "kava": ("KAVA (full)", {"kava.method": "kava"}),
+}
+ROWS.update({f"full_{k}": (f"{ROWS[k][0]} (full FT)", {**ROWS[k][1], "lora.enabled": False})
+             for k in ("cot", "nocot", "pccot", "kava")})
+ABLATION = ("pccot", "pccot_codi", "pccot_codi_kv", "pccot_codi_rkv", "kava")
+
+
+def row_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+  if name not in ROWS:
+    raise ConfigError("ablation.rows", name, f"names from {sorted(ROWS)}")
+  c = copy.deepcopy(config)
+  for key, value in ROWS[name][1].items():
+    section, field = key.split(".")
+    c[section][field] = value
+  return c
+
+
+def kava_settings(c: ml_collections.ConfigDict) -> kava.KavaConfig:
+  k = c.kava.to_dict()
+  if k["method"] == "codi":  # CODI decodes its latents sequentially (Jacobi with T = M)
+    k["iterations"] = k.pop("codi_iterations") or k["num_latents"]
+  return kava.KavaConfig.from_mapping(k)
+
+
+def load_data(c: ml_collections.ConfigDict
+              ) -> tuple[list[dict], dict[str, list[dict]], list[dict]]:
+  """(train records, {test set name: records}, base-pretraining records), each record
+  ``{"question", "cot", "answer"}``; the three arithmetic sets are disjoint."""
+  d = c.data
+  if d.source == "arithmetic":
+    n_pre = c.pretrain.num_problems
+    train, test = arithmetic.make_multistep_splits(n_pre + d.num_train, d.num_test,
+                                                   d.num_operands, d.max_operand, seed=c.seed)
+    train = [kava.as_cot_record(e) for e in train]
+    return train[n_pre:], {"held-out": [kava.as_cot_record(e) for e in test]}, train[:n_pre]
+  if d.source == "gsm8k_aug":
+    tests = {}
+    for name, path in d.test_paths.items():
+      reader = gsm8k_data.READERS["gsm8k_aug" if name.startswith("gsm8k_aug") else name]
+      tests[name] = reader(path, d.test_limit or None)
+    return gsm8k_data.read_aug(d.train_path, d.train_limit or None), tests, []
+  raise ConfigError("data.source", d.source, "'arithmetic' or 'gsm8k_aug'")
+
+
+def pretrain_base(c, tok, problems: list[dict], workdir: str, mesh, rules) -> str:
+  """Tiny preset: the "pretrained LM" that the rows adapt: a random LLaMA fully trained on CoT
+  text ``prompt + cot + prefix answer`` of problems disjoint from the rows' train and test sets
+  (a base that can already reason step by step, like an instruct model on GSM8K)."""
+  base = os.path.join(workdir, "base")
+  if os.path.exists(os.path.join(base, "config.json")):
+    return base
+  hf = dict(c.model.hf_config.to_dict(), vocab_size=tok.vocab_size)
+  model = models.from_config(hf, seed=c.seed, dtype=c.model.dtype,
+                             param_dtype=c.model.param_dtype, mesh=mesh, rules=rules)
+  d = c.data
+  rows = [kava.prompt_ids(tok, e["question"], d.question_template)
+          + tok.encode(f"{e['cot']} {d.answer_prefix} {e['answer']}") + [tok.eos_token_id]
+          for e in problems]
+  ids = np.full((len(rows), max(map(len, rows))), tok.pad_token_id, np.int32)
+  mask = np.zeros_like(ids)
+  for i, r in enumerate(rows):
+    ids[i, :len(r)], mask[i, :len(r)] = r, 1
+  p = c.pretrain
+  trainer = Trainer(model, dict(c.optimizer.to_dict(), lr=p.lr, warmup_steps=20), causal_lm_loss,
+                    sft.batch_factory({"input_ids": ids, "attention_mask": mask}, p.batch_size),
+                    mesh, config=TrainConfig(steps=p.steps, seed=c.seed, log_every=50),
+                    rules=rules)
+  trainer.train()
+  models.save_pretrained(trainer.model, base)
+  return base
+
+
+def build_model(c, tok, base: str, mesh, rules):
+  """(KavaModel, trainable filter) from the base folder, LoRA or full fine-tuning."""
+  lm = models.load_pretrained(base, dtype=c.model.dtype, param_dtype=c.model.param_dtype,
+                              mesh=mesh, rules=rules)
+  trainable = nnx.Param
+  if c.lora.enabled:
+    lora.apply_lora(lm, tuple(c.lora.targets), c.lora.rank, c.lora.alpha, c.lora.dropout,
+                    seed=c.seed)
+    trainable = nnx.Any(nnx.LoRAParam, kava.LatentParam)
+  if c.model.remat:
+    remat_modules(lm, r"layers\.\d+$")
+  ids = [kava.special_token_id(tok, c.tokens[k], f"tokens.{k}") for k in ("bot", "eot", "latent")]
+  return kava.KavaModel(lm, c.kava.projection, *ids, seed=c.seed), trainable
+
+
+def run_row(c, name: str, tok, base: str, train_data: dict, tests: dict, prefix_len: int,
+            workdir: str, mesh, rules) -> dict:
+  out_dir = os.path.join(workdir, "rows", name)
+  done = os.path.join(out_dir, "result.json")
+  if os.path.exists(done):
+    with open(done) as f:
+      return json.load(f)
+  settings = kava_settings(c)
+  model, trainable = build_model(c, tok, base, mesh, rules)
+  t = c.train
+  trainer = Trainer(
+      model, c.optimizer, kava.make_loss_fn(settings, prefix_len),
+      sft.batch_factory(train_data, t.batch_size), mesh,
+      config=TrainConfig(steps=t.steps, seed=c.seed, grad_accum=t.grad_accum,
+                         log_every=t.log_every, checkpoint_every=t.checkpoint_every,
+                         keep_checkpoints=t.keep_checkpoints, progress=True),
+      rules=rules, trainable=trainable, workdir=out_dir,
+      tokens_fn=lambda b: int(sum(np.sum(b[k]) for k in ("q_mask", "cot_mask", "ans_mask"))))
+  start = time.perf_counter()
+  history = trainer.train(resume=t.resume)
+  seconds = time.perf_counter() - start
+  model = trainer.model
+  d = c.data
+  max_new = d.max_new_tokens_cot if settings.method == "cot" else d.max_new_tokens_answer
+  evals = {}
+  for test_name, records in tests.items():
+    r = kava.evaluate(model, tok, records, method=settings.method,
+                      num_latents=settings.num_latents, iterations=settings.iterations,
+                      question_template=d.question_template, answer_prefix=d.answer_prefix,
+                      max_new_tokens=max_new, batch_size=t.eval_batch_size)
+    evals[test_name] = {"accuracy": r["accuracy"], "forward_passes": r["forward_passes"],
+                        "samples": [[e["question"], p, e["answer"]]
+                                    for e, p in zip(records[:3], r["predictions"])]}
+  result = {"name": name, "label": ROWS.get(name, (name,))[0], "method": settings.method,
+            "lora": bool(c.lora.enabled), "terms": list(settings.active_terms),
+            "iterations": settings.iterations, "train_seconds": seconds, "eval": evals,
+            "history": [{k: h[k] for k in h if not k.startswith("tokens")} for h in history],
+            "config": {"kava": c.kava.to_dict(), "lora": c.lora.to_dict(),
+                       "optimizer": c.optimizer.to_dict(), "train": c.train.to_dict()}}
+  io.write_json(done, result)
+  return result
+
+
+def plot_losses(results: dict, path: str) -> None:
+  fig, ax = plt.subplots(figsize=(7, 4))
+  for name, r in results.items():
+    h = r["history"]
+    ax.plot([x["step"] for x in h], [x["loss"] for x in h], label=r["label"])
+  ax.set(xlabel="step", ylabel="train loss (weighted sum)", yscale="log", title="KAVA rows")
+  ax.legend(fontsize=6)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def report(config, results: dict, tests: dict, lengths: dict, base_note: str) -> str:
+  names = list(tests)
+  acc = lambda r: " | ".join(f"{100 * r['eval'][n]['accuracy']:.1f}" for n in names)
+  head = " | ".join(f"acc % ({n})" for n in names)
+  main = "\n".join(
+      f"| {r['label']} | {'LoRA' if r['lora'] else 'full'} | {', '.join(r['terms'])} | "
+      f"{r['iterations'] if r['method'] not in ('cot', 'nocot') else '-'} | {acc(r)} | "
+      f"{r['eval'][names[0]]['forward_passes']:.1f} | {r['train_seconds']:.0f} |"
+      for r in results.values())
+  abl = "\n".join(f"| {results[k]['label']} | {acc(results[k])} |" for k in ABLATION
+                  if k in results)
+  pairs = [(k, f"full_{k}") for k in ("cot", "nocot", "pccot", "kava")
+           if k in results and f"full_{k}" in results]
+  first = names[0]
+  lvf = "\n".join(
+      f"| {results[a]['label']} | {100 * results[a]['eval'][first]['accuracy']:.1f} | "
+      f"{100 * results[b]['eval'][first]['accuracy']:.1f} | "
+      f"{100 * (results[b]['eval'][first]['accuracy'] - results[a]['eval'][first]['accuracy']):+.1f} |"
+      for a, b in pairs)
+  samples = "\n".join(f"| {r['label']} | `{s[0]}` | `{s[1]}` | `{s[2]}` |"
+                      for r in results.values() for s in r["eval"][first]["samples"][:1])
+  configs = "\n\n".join(f"<details><summary>{r['label']}</summary>\n\n```json\n"
+                        f"{json.dumps(r['config'], indent=1, sort_keys=True)}\n```\n</details>"
+                        for r in results.values())
+  d, k = config.data, config.kava
+  return f"""# KAVA ablation report
+
+Data: {d.source} ({', '.join(f'{n}: {len(v)} problems' for n, v in tests.items())});
+model: {config.model.path or 'tiny LLaMA ' + base_note}; M = {k.num_latents} latents,
+T = {k.iterations} Jacobi iterations (CODI: T = M, i.e. sequential latents); segment budgets
+{lengths}; {config.train.steps} steps of batch {config.train.batch_size} per row.
+
+## All rows
+
+| row | params | loss terms | T | {head} | forward passes / question | train s |
+|---|---|---|---|---|---|---|
+{main}
+
+Forward passes per question count every sequential model call of greedy decoding, `<eos>`
+included: CoT one per generated token; latent methods 1 (question) + T (Jacobi) + answer tokens.
+
+## Table 1: ablation (LoRA)
+
+| configuration | {head} |
+|---|---|
+{abl}
+
+Rows: PCCoT = CE(A|Z,Q) + CE(A,C|Q); + CODI adds alpha1 x CODI; + KV adds alpha2 x KV with the
+last M CoT entries (right-crop) and raw distances; + R-KV selects them by R-KV instead; KAVA
+full adds the layer-wise std normalisation of the KV distances.
+
+## Table 2: LoRA vs full fine-tuning ({first})
+
+| method | LoRA acc % | full FT acc % | change |
+|---|---|---|---|
+{lvf}
+
+![loss curves](loss.png)
+
+## Samples
+
+| row | question | prediction | reference |
+|---|---|---|---|
+{samples}
+
+## Config of every row
+
+{configs}
+"""
+
+
+def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  mesh, rules = make_mesh(config.mesh), get_rules(config.mesh.rules)
+  train, tests, pretrain_problems = load_data(config)
+  d = config.data
+  if config.model.path:
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(config.model.path)
+    tok.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    base, base_note = config.model.path, ""
+  else:
+    tok = CharTokenizer()
+    t0 = time.perf_counter()
+    base = pretrain_base(config, tok, pretrain_problems, workdir, mesh, rules)
+    base_note = (f"(pretrained on the CoT text of {len(pretrain_problems)} other problems, "
+                 f"{config.pretrain.steps} steps)")
+    print(f"[kava] base model ready in {time.perf_counter() - t0:.0f} s", flush=True)
+  fmt = dict(question_template=d.question_template, answer_prefix=d.answer_prefix)
+  need = kava.lengths_needed(tok, train, **fmt)
+  lengths = {k: d[k] or need[k] for k in ("q_len", "cot_len", "ans_len")}
+  train_data = kava.encode(tok, train, **lengths, **fmt)
+  prefix_len = len(kava.encode_text(tok, d.answer_prefix))
+  names = [n for n in config.ablation.rows.split(",") if n] or [None]
+  results = {}
+  for name in names:
+    c = config if name is None else row_config(config, name)
+    name = name or config.kava.method
+    print(f"[kava] row {name}", flush=True)
+    results[name] = run_row(c, name, tok, base, train_data, tests, prefix_len, workdir, mesh,
+                            rules)
+  plot_losses(results, os.path.join(workdir, "loss.png"))
+  io.write_text(os.path.join(workdir, "report.md"),
+                report(config, results, tests, lengths, base_note))
+  summary = {name: {t: {"accuracy": r["eval"][t]["accuracy"],
+                        "forward_passes": r["eval"][t]["forward_passes"]} for t in tests}
+             for name, r in results.items()}
+  io.write_json(os.path.join(workdir, "metrics.json"),
+                {"rows": summary, "lengths": lengths, "details": results})
+  return summary
+
+
+if __name__ == "__main__":
+  experiment_entrypoint(main, "configs/kava.py:tiny")
