@@ -3,6 +3,10 @@
 Presets:
   tiny: a 2-layer LLaMA (random init, char tokenizer) fully fine-tuned on the synthetic
         2-digit addition task with step-by-step answers; learns in about a minute on CPU.
+  vlm_tiny: a tiny VLM (``model.family``: llava | internvl_chat | qwen2_5_vl; random init from
+        ``jaxvlm.training.vlm.tiny_vlm_config``, ``model.hf_config`` overriding it) fully
+        fine-tuned on the synthetic VQA set (32 px shape scenes, 16 visual tokens per image);
+        VQA accuracy before / after / with blank images; a few minutes on CPU.
   hf:   a local HF checkpoint folder + GSM8K jsonl files, LoRA r128 / alpha 32 / dropout 0.1 on
         q,k,v,o (the KAVA setting), bf16 compute with float32 master weights.
 """
@@ -41,6 +45,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       data=1, fsdp=-1, tensor=1, rules="fsdp",
       distributed=dict(enabled=False, coordinator_address="", num_processes=-1, process_id=-1)))
   if preset == "tiny":
+    return c
+  if preset == "vlm_tiny":
+    c.model.family = "llava"
+    c.model.hf_config = {}
+    c.data = ml_collections.ConfigDict(dict(
+        source="synthetic_vqa", num_train=6000, num_test=256, train_seed=0, test_seed=1,
+        image_size=32, grid=4, max_objects=3,
+        question_types=("color", "shape", "count", "position", "label"), label_seed=0,
+        seq_len=0,  # 0 = the longest encoded example
+        max_new_tokens=16))
+    c.optimizer.update(lr=2e-3, warmup_steps=50)
+    c.train.update(steps=600, batch_size=32, checkpoint_every=300, eval_batch_size=128)
     return c
   if preset == "hf":
     c.model.path = "/path/to/Llama-3.2-1B-Instruct"

@@ -15,8 +15,15 @@ def causal_lm_loss(model: nnx.Module, batch: dict, rng: jax.Array) -> tuple[jax.
   without a ``loss_mask`` every non-padding token after the first is a target.
   """
   del rng
+  logits = model(batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
+  return lm_loss_from_logits(logits, batch)
+
+
+def lm_loss_from_logits(logits: jax.Array, batch: dict) -> tuple[jax.Array, dict]:
+  """:func:`causal_lm_loss` given the model's ``logits [B, S, V]`` for ``batch["input_ids"]``
+  (for models called with more inputs, e.g. the VLMs' pixel values)."""
   ids, attn = batch["input_ids"], batch.get("attention_mask")
-  logits = model(ids, attention_mask=attn).logits[:, :-1].astype(jnp.float32)
+  logits = logits[:, :-1].astype(jnp.float32)
   targets = batch.get("loss_mask", attn if attn is not None else jnp.ones_like(ids))[:, 1:]
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, ids[:, 1:])
   weight = targets.astype(jnp.float32)
