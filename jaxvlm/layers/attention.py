@@ -82,14 +82,15 @@ def _pallas_dense(q, k, v, scale, *, causal: bool) -> jax.Array:
 
 def make_mask(query_slots: jax.Array, key_slots: jax.Array, key_valid: jax.Array | None, *,
               causal: bool, sliding_window: int | None = None) -> jax.Array:
-  """Boolean mask ``[B, 1, Sq, Sk]`` from slot indices (``[Sq]``/``[Sk]``) and key validity ``[B, Sk]``."""
-  allowed = jnp.ones((query_slots.shape[0], key_slots.shape[0]), bool)
-  diff = query_slots[:, None] - key_slots[None, :]
+  """Boolean mask ``[B, 1, Sq, Sk]`` from slot indices (``[Sq]`` or per row ``[B, Sq]``; ``[Sk]``)
+  and key validity ``[B, Sk]``."""
+  diff = query_slots[..., :, None] - key_slots[None, :]
+  allowed = jnp.ones(diff.shape, bool)
   if causal:
     allowed &= diff >= 0
   if sliding_window is not None:
     allowed &= diff < sliding_window
-  mask = allowed[None, None]
+  mask = allowed[:, None] if allowed.ndim == 3 else allowed[None, None]
   if key_valid is not None:
     mask = mask & key_valid[:, None, None, :].astype(bool)
   return mask
@@ -100,12 +101,19 @@ class KVCache:
   """Preallocated per-layer keys/values ``[B, S_max, Hkv, D]``.
 
   ``key_valid [B, S_max]`` marks slots holding real (non-pad) tokens; ``index`` is the next slot.
+  After a prefill that dropped tokens from layer ``late_from`` on (SGL layer pruning,
+  :meth:`start_pruning`), layers ``>= late_from`` use ``late_valid`` instead (the dropped slots
+  masked); while that prefill runs, ``write_slots [B, S']`` (prompt-relative slots of the kept
+  tokens, -1 = pad) scatters those layers' shortened keys/values to the kept tokens' own slots.
   """
 
   k: tuple[jax.Array, ...]
   v: tuple[jax.Array, ...]
   key_valid: jax.Array
   index: jax.Array
+  late_valid: jax.Array | None = None
+  write_slots: jax.Array | None = None
+  late_from: int = flax.struct.field(pytree_node=False, default=0)
 
   @classmethod
   def init(cls, num_layers: int, batch: int, max_len: int, num_kv_heads: int, head_dim: int,
@@ -121,17 +129,42 @@ class KVCache:
 
   def with_new_tokens(self, valid: jax.Array) -> "KVCache":
     """Marks the next ``valid.shape[1]`` slots with validity ``valid [B, S]`` (before the layers run)."""
-    key_valid = jax.lax.dynamic_update_slice(self.key_valid, valid.astype(bool), (0, self.index))
-    return self.replace(key_valid=key_valid)
+    put = lambda m: jax.lax.dynamic_update_slice(m, valid.astype(bool), (0, self.index))
+    return self.replace(key_valid=put(self.key_valid),
+                        late_valid=None if self.late_valid is None else put(self.late_valid))
+
+  def valid_for(self, layer: int) -> jax.Array:
+    """Key validity seen by ``layer``."""
+    return self.late_valid if self.late_valid is not None and layer >= self.late_from \
+        else self.key_valid
+
+  def start_pruning(self, layer: int, kept_index: jax.Array, length: int) -> "KVCache":
+    """Before ``layer`` of a prefill of ``length`` tokens (already in ``key_valid``): from ``layer``
+    on only the prompt slots ``kept_index [B, S']`` (increasing, -1 = pad) stay valid."""
+    rows = jnp.arange(kept_index.shape[0])[:, None]
+    slots = jnp.arange(self.max_len)
+    in_prompt = (slots >= self.index) & (slots < self.index + length)
+    base = self.key_valid if self.late_valid is None else self.late_valid
+    late = jnp.where(in_prompt[None], False, base)
+    kept = jnp.where(kept_index >= 0, self.index + kept_index, self.max_len)
+    late = late.at[rows, kept].set(jnp.take_along_axis(self.key_valid, jnp.minimum(
+        kept, self.max_len - 1), 1), mode="drop")
+    return self.replace(late_valid=late, write_slots=kept_index, late_from=layer)
 
   def update_layer(self, layer: int, k: jax.Array, v: jax.Array) -> tuple["KVCache", jax.Array, jax.Array]:
     """Writes ``k, v [B, S, Hkv, D]`` at ``index`` for ``layer``; returns full-length k, v."""
-    start = (0, self.index, 0, 0)
-    k_all = jax.lax.dynamic_update_slice(self.k[layer], k.astype(self.k[layer].dtype), start)
-    v_all = jax.lax.dynamic_update_slice(self.v[layer], v.astype(self.v[layer].dtype), start)
+    if self.write_slots is not None and layer >= self.late_from:
+      rows = jnp.arange(k.shape[0])[:, None]
+      slot = jnp.where(self.write_slots >= 0, self.index + self.write_slots, self.max_len)
+      put = lambda c, x: c.at[rows, slot].set(x.astype(c.dtype), mode="drop")
+      k_all, v_all = put(self.k[layer], k), put(self.v[layer], v)
+    else:
+      start = (0, self.index, 0, 0)
+      k_all = jax.lax.dynamic_update_slice(self.k[layer], k.astype(self.k[layer].dtype), start)
+      v_all = jax.lax.dynamic_update_slice(self.v[layer], v.astype(self.v[layer].dtype), start)
     ks = self.k[:layer] + (k_all,) + self.k[layer + 1:]
     vs = self.v[:layer] + (v_all,) + self.v[layer + 1:]
     return self.replace(k=ks, v=vs), k_all, v_all
 
   def advance(self, n: int) -> "KVCache":
-    return self.replace(index=self.index + n)
+    return self.replace(index=self.index + n, write_slots=None)

@@ -111,6 +111,11 @@ class VisionLanguageModel(nnx.Module):
 
   def get_image_features(self, pixel_values) -> jax.Array:
     """``[num_images (tiles), C, H, W]`` -> projected visual tokens ``[num_images, T, H_text]``."""
+    return self.multi_modal_projector(self.vision_features(pixel_values))
+
+  def vision_features(self, pixel_values) -> jax.Array:
+    """The tower's selected (CLS-dropped, pixel-shuffled) features, before the projector
+    (SGL shares them between two models whose towers are the same)."""
     cfg = self.config
     x = self.vision_tower.hidden_state(pixel_values, cfg.vision_feature_layer,
                                        final_norm=cfg.vision_final_norm)
@@ -120,7 +125,7 @@ class VisionLanguageModel(nnx.Module):
       n, t, d = x.shape
       side = round(t ** 0.5)
       x = pixel_shuffle(x.reshape(n, side, side, d), cfg.downsample_ratio).reshape(n, -1, d * 4)
-    return self.multi_modal_projector(x)
+    return x
 
   def embed_inputs(self, input_ids, pixel_values=None, image_features=None) -> jax.Array:
     """Token embeddings with the visual tokens at the placeholders (count mismatch -> error)."""
@@ -138,12 +143,15 @@ class VisionLanguageModel(nnx.Module):
     return merge_visual(embeds, input_ids, feats, self.config.image_token_id)
 
   def prefill_inputs(self, input_ids, attention_mask, *, pixel_values=None, image_features=None,
-                     position_ids=None):
-    """For :func:`jaxvlm.generation.autoregressive.generate`: merged embeddings for the prefill."""
+                     position_ids=None, prune=None):
+    """For :func:`jaxvlm.generation.autoregressive.generate`: merged embeddings for the prefill
+    (``prune``: a :class:`~jaxvlm.models.multimodal.LayerPrune` applied inside the LM)."""
     call = dict(inputs_embeds=self.embed_inputs(input_ids, pixel_values, image_features),
                 attention_mask=attention_mask)
     if position_ids is not None:
       call["position_ids"] = position_ids
+    if prune is not None:
+      call["prune"] = prune
     return call, {}
 
   def init_cache(self, batch: int, max_len: int, dtype=None) -> KVCache:
