@@ -1,4 +1,4 @@
-"""SparseD block selection, the stateful sparse logits function, calibration importance."""
+"""SparseD block selection, the sampler plan (dense / build / sparse loops), calibration importance."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from jaxvlm.errors import ConfigError
 from jaxvlm.generation import diffusion
 from jaxvlm.layers.attention import attention
-from jaxvlm.methods.sparse_dllm import sparsed
+from jaxvlm.methods.sparse_dllm import keep_ratio, sparsed
 from jaxvlm.models.llada import LLaDAConfig
 from jaxvlm.models.llama.modeling import LlamaForCausalLM
 
@@ -55,30 +56,47 @@ def _masked_attention_fn(masks, block):
   return fn
 
 
-def test_sparsed_logits_fn_phases():
+def test_sparsed_plan_phases():
+  """Dense loop, then cycles of one mask build + sparse steps; sparse = block-masked dense."""
   model = _tiny_llada(int(np.random.default_rng().integers(1000)))
   graphdef, params = nnx.split(model)
-  cfg = sparsed.SparseDConfig(steps=10, block_size=4, skip=0.3, gen_start=12)
+  cfg = sparsed.SparseDConfig(steps=10, block_size=4, skip=0.3, gen_start=12, refresh_every=3)
+  geom = diffusion.Geometry(12, 10, 10, 10)
+  plan = sparsed.SparseDPlan(graphdef, cfg)
+  dense_ph, sparse_ph = plan.phases(geom)
+  assert cfg.switch_step == 3 and cfg.build_steps == [3, 6, 9]
+  assert dense_ph.first is None and (dense_ph.starts, dense_ph.stop) == ((0,), 3)
+  assert sparse_ph.first is not None and (sparse_ph.starts, sparse_ph.stop) == ((3, 6, 9), 10)
   keep = np.array([[0.3, 0.6], [0.5, 0.2]])
-  fn = sparsed.sparsed_logits_fn(graphdef, cfg)
   tokens = jnp.asarray(np.random.default_rng().integers(0, MASK, (2, 22)))
-  state = sparsed.init_state(cfg, keep, 2, 22)
+  state = plan.init_state(geom, 2, keep, params)
   with jax.default_matmul_precision("highest"):
-    dense = model(tokens).logits
-    before, s0 = jax.jit(fn)(params, tokens, state, jnp.int32(1))
-    at, s1 = jax.jit(fn)(params, tokens, state, jnp.int32(cfg.switch_step))
-    after, s2 = jax.jit(fn)(params, tokens, s1, jnp.int32(cfg.switch_step + 1))
-    expected = model(tokens, attention_fn=_masked_attention_fn(s1.masks, 4)).logits
-  assert cfg.switch_step == 3
-  np.testing.assert_allclose(before, dense, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(at, dense, rtol=1e-5, atol=1e-5)
+    rows = model(tokens).logits[:, 12:22]
+    before, s0 = jax.jit(dense_ph.fn)(params, tokens, state, jnp.int32(1))
+    at, s1 = jax.jit(sparse_ph.first)(params, tokens, state, jnp.int32(3))
+    after, s2 = jax.jit(sparse_ph.fn)(params, tokens, s1, jnp.int32(4))
+    expected = model(tokens, attention_fn=_masked_attention_fn(s1.masks, 4)).logits[:, 12:22]
+  np.testing.assert_allclose(before, rows, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(at, rows, rtol=1e-5, atol=1e-5)
   assert bool(jnp.all(s0.masks)) and not bool(jnp.all(s1.masks))
   np.testing.assert_array_equal(s2.masks, s1.masks)
   np.testing.assert_allclose(after, expected, rtol=1e-4, atol=1e-4)
+  # The precomputed kernel selection lists exactly the masked blocks.
+  np.testing.assert_array_equal(s1.counts, np.asarray(s1.masks).sum(-1))
   # Isolated selection: every query block keeps ceil(keep * 3) of the 3 generation blocks.
   gen_counts = np.asarray(s1.masks)[..., 3:].sum(-1)
   np.testing.assert_array_equal(gen_counts, np.broadcast_to(np.ceil(keep * 3)[:, None, :, None],
                                                             gen_counts.shape))
+
+
+def test_window_selection_rows():
+  """A query window keeps the union of the mask rows its tiles overlap."""
+  masks = jnp.asarray(np.random.default_rng().random((1, 2, 5, 5)) < 0.4)
+  sel = sparsed.window_selection(masks, 6, 5, 4)  # positions 6..10: mask rows 1 and 2
+  got = np.asarray(sel.block_mask(5))
+  np.testing.assert_array_equal(got[:, :, 0], np.asarray(masks[:, :, 1] | masks[:, :, 2]))
+  aligned = sparsed.window_selection(masks, 8, 8, 4)  # rows 2 and 3 exactly
+  np.testing.assert_array_equal(np.asarray(aligned.block_mask(5)), np.asarray(masks[:, :, 2:4]))
 
 
 def test_sparse_sampler_keep_one_equals_dense():
@@ -87,15 +105,14 @@ def test_sparse_sampler_keep_one_equals_dense():
   prompt = np.random.default_rng().integers(0, MASK, (2, 8))
   cfg = sparsed.SparseDConfig(steps=8, block_size=4, skip=0.2, gen_start=8)
   sample = dict(steps=8, gen_length=8, block_length=4, mask_id=MASK)
+  plan = sparsed.SparseDPlan(graphdef, cfg)
   with jax.default_matmul_precision("highest"):
     dense = diffusion.llada_generate(diffusion.model_logits_fn(graphdef), params, prompt,
                                      jax.random.key(0), **sample)
-    full = diffusion.llada_generate(sparsed.sparsed_logits_fn(graphdef, cfg), params, prompt,
-                                    jax.random.key(0), **sample,
-                                    state=sparsed.init_state(cfg, np.ones((2, 2)), 2, 16))
-    sparse = diffusion.llada_generate(sparsed.sparsed_logits_fn(graphdef, cfg), params, prompt,
-                                      jax.random.key(0), **sample,
-                                      state=sparsed.init_state(cfg, np.full((2, 2), 0.2), 2, 16))
+    full = diffusion.llada_generate(plan, params, prompt, jax.random.key(0), **sample,
+                                    state=np.ones((2, 2)))
+    sparse = diffusion.llada_generate(plan, params, prompt, jax.random.key(0), **sample,
+                                      state=np.full((2, 2), 0.2))
   np.testing.assert_array_equal(full.tokens, dense.tokens)
   assert sparsed.attention_flops_saved(full.state.masks, cfg)["saved_total"] == 0.0
   saved = sparsed.attention_flops_saved(sparse.state.masks, cfg)
@@ -103,6 +120,16 @@ def test_sparse_sampler_keep_one_equals_dense():
   tokens = np.asarray(sparse.tokens)
   assert not np.any(tokens == MASK)
   np.testing.assert_array_equal(tokens[:, :8], prompt)
+
+
+def test_bad_settings():
+  with pytest.raises(ConfigError, match="refresh_every"):
+    sparsed.SparseDConfig(steps=8, refresh_every=0)
+  with pytest.raises(ConfigError, match="skip"):
+    sparsed.SparseDConfig(steps=8, skip=1.0)
+  for select in (0.0, 1.2):
+    with pytest.raises(ConfigError, match="select"):
+      keep_ratio.adaptive_keep_ratios(np.random.default_rng().random((2, 2)), select)
 
 
 def test_calibrate_head_importance():
