@@ -13,7 +13,7 @@ from pallas_kernels.block_importance.reference import tile_means
 from pallas_kernels.errors import ConfigError, ShapeError
 from pallas_kernels.sparse_attention.config import AttentionSpec
 
-AVAILABLE = ("mosaic_tpu", "triton", "xla")
+AVAILABLE = ("xla",)  # the Pallas kernels (triton, mosaic_tpu) are not written yet
 
 
 def _pad_to(x: jax.Array, length: int, axis: int) -> jax.Array:
@@ -22,14 +22,7 @@ def _pad_to(x: jax.Array, length: int, axis: int) -> jax.Array:
   return jnp.pad(x, pad)
 
 
-def _tile_sums(impl: str):
-  if impl == "xla":
-    return xla.tile_sums
-  if impl == "triton":
-    from pallas_kernels.block_importance import triton
-    return triton.tile_sums
-  from pallas_kernels.block_importance import mosaic_tpu
-  return mosaic_tpu.tile_sums
+_TILE_SUMS = {"xla": xla.tile_sums}
 
 
 def block_importance(q: jax.Array, k: jax.Array, block_q: int, block_k: int, *,
@@ -45,10 +38,9 @@ def block_importance(q: jax.Array, k: jax.Array, block_q: int, block_k: int, *,
   top-left aligned; ``q_segment_ids [B, Sq]`` / ``kv_segment_ids [B, Sk]`` restrict attention
   to equal ids, which is how padding is expressed). Computed flash-style, never holding the
   ``[Sq, Sk]`` matrix: per query block, pass 1 streams the row log-sum-exp over the key tiles,
-  pass 2 streams the per-tile sums of ``exp(s - lse)``. ``implementation``: None (by platform),
-  ``"mosaic_tpu"``, ``"triton"`` or ``"xla"`` (one query block row of scores at a time). The
-  Pallas kernels run in interpret mode where the platform cannot compile them unless
-  ``interpret`` says otherwise; ``num_warps`` / ``num_stages`` tune the Triton kernel.
+  pass 2 streams the per-tile sums of ``exp(s - lse)``. ``implementation``: None or ``"xla"``
+  (one query block row of scores at a time, on every platform); ``interpret``, ``num_warps`` and
+  ``num_stages`` are for the Pallas backends to come.
   """
   if q.ndim != 4 or k.ndim != 4 or k.shape[0] != q.shape[0] or k.shape[3] != q.shape[3]:
     raise ShapeError("q/k", (q.shape, k.shape), "[B, Sq, Hq, D] and [B, Sk, Hkv, D]")
@@ -77,5 +69,5 @@ def block_importance(q: jax.Array, k: jax.Array, block_q: int, block_k: int, *,
   if spec.segments:  # padded positions are masked by position, whatever their id
     q_seg = _pad_to(q_segment_ids.astype(jnp.int32), sqp, 1)
     kv_seg = _pad_to(kv_segment_ids.astype(jnp.int32), skp, 1)
-  sums = _tile_sums(impl)(_pad_to(q, sqp, 1), _pad_to(k, skp, 1), q_seg, kv_seg, spec)
+  sums = _TILE_SUMS[impl](_pad_to(q, sqp, 1), _pad_to(k, skp, 1), q_seg, kv_seg, spec)
   return tile_means(sums, sq, sk, block_q, block_k, hkv, per_kv_head)
