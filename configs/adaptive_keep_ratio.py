@@ -7,7 +7,9 @@ relative weights for each model geometry, select value and mode (``relative`` = 
 
 Part 2 (``quality``) trains a tiny LLaDA on a synthetic masked-denoising task (copy the prompt)
 and compares dense vs SparseD sampling (modes ``uniform`` / ``relative`` / ``exact_mean``, head
-importance calibrated from attention statistics): token agreement and attention FLOPs saved.
+importance calibrated from attention statistics): token agreement and attention FLOPs saved;
+the block-wise KV cache samplers (prefix, dual, each also with sparse attention): agreement with
+the exact sampler and accuracy.
 
 Presets: ``tiny`` (CI smoke test, < 60 s on CPU), ``default`` (longer training, more prompts).
 """
@@ -33,7 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       enabled=True, prompt_len=16, vocab=16, hidden_size=64, intermediate_size=128,
       num_layers=2, num_heads=4, num_kv_heads=2, train_steps=300, batch_size=32, lr=1e-2,
       num_eval=64, num_calib=16, steps=16, block_length=8, block_size=4, select=0.3, skip=0.2,
-      modes=("uniform", "relative", "exact_mean")))
+      modes=("uniform", "relative", "exact_mean"), cache_modes=("prefix", "dual")))
   if preset == "default":
     c.quality.update(train_steps=600, batch_size=64, num_eval=256)
     return c
