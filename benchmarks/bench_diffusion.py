@@ -100,7 +100,7 @@ def main():
   del model
   sample = dict(steps=STEPS, gen_length=GEN, block_length=BLOCK, mask_id=LLADA_8B["mask_token_id"])
   key = jax.random.key(0)
-  dense_fn = diffusion.model_logits_fn(graphdef)
+  dense_fn = diffusion.DensePlan(graphdef)
   run_dense = lambda: diffusion.llada_generate(dense_fn, params, prompt, key, **sample).tokens
   t_dense = median_seconds(run_dense, warmup=1, iters=2)
 
@@ -108,9 +108,8 @@ def main():
   keep = keep_ratio.adaptive_keep_ratios(importance, SPARSE["select"], "relative")
   scfg = sparsed.SparseDConfig(steps=STEPS, block_size=SPARSE["block_size"], skip=SPARSE["skip"],
                                gen_start=PROMPT)
-  sparse_fn = sparsed.sparsed_logits_fn(graphdef, scfg)
-  state = sparsed.init_state(scfg, keep, 1, PROMPT + GEN)
-  run_sparse = lambda: diffusion.llada_generate(sparse_fn, params, prompt, key, state=state,
+  sparse_plan = sparsed.SparseDPlan(graphdef, scfg)
+  run_sparse = lambda: diffusion.llada_generate(sparse_plan, params, prompt, key, state=keep,
                                                 **sample)
   t_sparse = median_seconds(run_sparse, warmup=1, iters=2)
   out_sparse, out_dense = run_sparse(), run_dense()
