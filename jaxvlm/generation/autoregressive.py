@@ -128,7 +128,7 @@ def _generate_jit(graphdef, state, input_ids, attention_mask, rng, model_kwargs,
   if hasattr(model, "prefill_inputs"):
     prefill_kwargs, decode_kwargs = model.prefill_inputs(input_ids, attention_mask, **model_kwargs)
   else:
-    prefill_kwargs, decode_kwargs = {"input_ids": input_ids}, {}
+    prefill_kwargs, decode_kwargs = {"input_ids": input_ids, **model_kwargs}, {}  # e.g. prune
   prefill_kwargs.setdefault("attention_mask", attention_mask)
   prefill_len = (prefill_kwargs["inputs_embeds"].shape[1] if "inputs_embeds" in prefill_kwargs
                  else prefill_kwargs["input_ids"].shape[1])

@@ -7,11 +7,14 @@
   and the position ids (1-D ``[B, S]`` or M-RoPE ``[3, B, S]``) are rebuilt together, left padded,
   so ids, embeddings and positions can never disagree. :func:`gather_kept_features` selects the
   matching feature rows.
-* :func:`forward_with_layer_pruning` drops tokens inside the LM at decoder layer ``l`` keeping the
-  original positions (SGL), built from the decoder's public layers.
+* :class:`LayerPrune` drops tokens inside the LM at decoder layer ``l`` keeping the original
+  positions (SGL), with or without a KV cache; :func:`forward_with_layer_pruning` is its
+  cache-free forward.
 * :func:`text_to_visual_attention` extracts the attention of text queries over visual keys.
+* :func:`insert_token` adds one token per row (e.g. a latency token after the image tokens) with
+  ids, mask and positions rebuilt together.
 
-``keep_visual_tokens`` runs on the host (its output length depends on the values of ``keep``);
+``keep_visual_tokens`` and ``insert_token`` run on the host (output shapes depend on values);
 everything else is jit-compatible.
 """
 
@@ -25,7 +28,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvlm.errors import ShapeError
-from jaxvlm.layers.attention import make_mask
 
 
 def _is_concrete(x) -> bool:
@@ -158,45 +160,30 @@ def gather_kept_features(features, counts, keep) -> jax.Array:
   return jnp.asarray(features)[np.nonzero(flat)[0]]
 
 
+@flax.struct.dataclass
+class LayerPrune:
+  """Drop tokens inside a decoder: from decoder layer ``layer`` on, only the tokens at
+  ``kept_index [B, S']`` (increasing per row, -1 = padding, e.g. :attr:`PrunedInputs.kept_index`
+  with ``keep_positions=True``) go on, at their original positions. Passed as ``prune=`` to
+  :class:`~jaxvlm.models.llama.modeling.LlamaForCausalLM` (or a VLM's ``prefill_inputs`` /
+  :func:`~jaxvlm.generation.generate`, whose decode then runs on the pruned KV cache)."""
+
+  kept_index: jax.Array
+  layer: int = flax.struct.field(pytree_node=False, default=0)
+
+
 def forward_with_layer_pruning(lm, inputs_embeds: jax.Array, attention_mask: jax.Array,
                                position_embeddings: tuple[jax.Array, jax.Array], layer: int,
                                kept_index: jax.Array, *, output_hidden_states: bool = False):
-  """Prefill-only forward of a causal decoder that keeps only ``kept_index`` tokens from ``layer``.
-
-  Layers ``[0, layer)`` run on the full sequence; their output, the RoPE tables (original positions:
-  SGL semantics) and the validity mask are gathered at ``kept_index [B, S']`` (increasing per row,
-  -1 = padding, e.g. :attr:`PrunedInputs.kept_index` with ``keep_positions=True``), then layers
-  ``[layer, L)`` and the final norm run on the shortened sequence. No KV cache: use it for scoring
-  and for the prefill of pruned methods. ``lm`` is a :class:`LlamaForCausalLM`.
+  """Prefill-only forward of a causal decoder that keeps only ``kept_index`` tokens from ``layer``
+  (:class:`LayerPrune` without a cache). ``lm`` is a :class:`LlamaForCausalLM`.
   Returns ``(logits [B, S', V], hidden_states tuple | None)``; hidden state ``i`` has length S for
-  ``i <= layer`` and S' after.
+  ``i < layer`` and S' after.
   """
-  decoder, cfg = lm.model, lm.config
-  x = inputs_embeds
-  cos, sin = position_embeddings
-  valid = jnp.asarray(attention_mask).astype(bool)
-  hidden = []
-
-  def run(layers, x, cos, sin, valid, offset):
-    slots = jnp.arange(x.shape[1])
-    masks = {w: make_mask(slots, slots, valid, causal=cfg.causal, sliding_window=w)
-             for w in {cfg.layer_window(i) for i in range(cfg.num_hidden_layers)}}
-    for i, block in enumerate(layers):
-      if output_hidden_states:
-        hidden.append(x)
-      x, _, _ = block(x, cos, sin, masks[cfg.layer_window(offset + i)], None)
-    return x
-
-  x = run(decoder.layers[:layer], x, cos, sin, valid, 0)
-  kept_index = jnp.asarray(kept_index)
-  src = jnp.maximum(kept_index, 0)
-  take = lambda a: jnp.take_along_axis(a, src.reshape(src.shape + (1,) * (a.ndim - 2)), axis=1)
-  x, cos, sin = take(x), take(cos), take(sin)
-  valid = jnp.take_along_axis(valid, src, axis=1) & (kept_index >= 0)
-  x = decoder.norm(run(decoder.layers[layer:], x, cos, sin, valid, layer))
-  if output_hidden_states:
-    hidden.append(x)
-  return lm.logits(x).astype(jnp.float32), (tuple(hidden) if output_hidden_states else None)
+  out = lm(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+           position_embeddings=position_embeddings, output_hidden_states=output_hidden_states,
+           prune=LayerPrune(jnp.asarray(kept_index), layer))
+  return out.logits, out.hidden_states
 
 
 def _first_true_indices(mask: jax.Array, field: str) -> jax.Array:
@@ -220,3 +207,47 @@ def text_to_visual_attention(attentions, query_mask, visual_mask) -> jax.Array:
   a = jnp.stack(attentions)  # [L, B, H, S, S]
   a = jnp.take_along_axis(a, q_idx[None, :, None, :, None], axis=3)
   return jnp.take_along_axis(a, v_idx[None, :, None, None, :], axis=4)
+
+
+@flax.struct.dataclass
+class InsertedInputs:
+  """A prompt with one token inserted per row; ``index [B]`` is the new token's slot and
+  ``extra`` the caller's other ``[B, S]`` arrays (labels, loss masks) shifted the same way."""
+
+  input_ids: np.ndarray
+  attention_mask: np.ndarray
+  position_ids: np.ndarray
+  index: np.ndarray
+  extra: dict
+
+
+def insert_token(input_ids, attention_mask, token_id: int, *, after_id: int,
+                 extra: dict | None = None, fill: int = 0) -> InsertedInputs:
+  """Inserts ``token_id`` in every row right after the row's last ``after_id`` token (the image
+  placeholders; a row without one gets it before its first valid token).
+
+  ``input_ids`` and the attention mask grow to ``[B, S + 1]`` together (padding stays where it
+  was) and the position ids are rebuilt per row as ``cumsum(mask) - 1`` (contiguous, as
+  :func:`keep_visual_tokens` with ``keep_positions=False``). Each ``extra`` array gets ``fill`` at
+  the new slot. Runs on the host.
+  """
+  ids = np.asarray(jax.device_get(input_ids))
+  valid = (np.ones_like(ids, bool) if attention_mask is None
+           else np.asarray(jax.device_get(attention_mask)).astype(bool))
+  b, s = ids.shape
+  index = np.empty(b, np.int64)
+  for r in range(b):
+    anchors = np.nonzero((ids[r] == after_id) & valid[r])[0]
+    first = np.nonzero(valid[r])[0]
+    index[r] = anchors[-1] + 1 if len(anchors) else (first[0] if len(first) else s)
+
+  def insert(a, value):
+    a = np.asarray(jax.device_get(a))
+    return np.stack([np.insert(a[r], index[r], value) for r in range(b)]) if b else \
+        np.zeros((0, s + 1), a.dtype)
+
+  new_valid = insert(valid, True)
+  positions = np.maximum(np.cumsum(new_valid, 1) - 1, 0) * new_valid
+  return InsertedInputs(insert(ids, token_id), new_valid.astype(np.int32),
+                        positions.astype(np.int32), index,
+                        {k: insert(v, fill) for k, v in (extra or {}).items()})

@@ -9,7 +9,7 @@ mirror ``transformers`` so weight names and LoRA target patterns carry over unch
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import flax.struct
 import jax
@@ -250,7 +250,8 @@ class LlamaModel(nnx.Module):
   def __call__(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None,
                cache: KVCache | None = None, *, position_embeddings=None,
                output_hidden_states: bool = False, output_attentions: bool = False,
-               attention_fn: AttentionFn | None = None) -> ModelOutput:
+               attention_fn: AttentionFn | None = None, layer_gates: LayerGates = None,
+               skip_gated: bool = False, prune=None) -> ModelOutput:
     """Runs the decoder. See :class:`LlamaForCausalLM` for the arguments."""
     cfg = self.cfg
     if inputs_embeds is None:
@@ -282,13 +283,35 @@ class LlamaModel(nnx.Module):
     masks = {w: None if implicit else make_mask(query_slots, key_slots, key_valid,
                                                  causal=cfg.causal, sliding_window=w)
              for w in windows}
+    late_from = cfg.num_hidden_layers if prune is None else prune.layer
+    if prune is None and cache is not None and cache.late_valid is not None:  # pruned cache
+      late_from = cache.late_from
+      late_masks = {w: make_mask(query_slots, key_slots, cache.late_valid, causal=cfg.causal,
+                                 sliding_window=w) for w in windows}
     hidden, attns = [], []
     for i, layer in enumerate(self.layers):
+      if i == late_from and prune is not None:
+        x, cos, sin, cache, masks = self._drop_tokens(prune.kept_index, i, x, cos, sin, valid,
+                                                      cache, start, windows)
+      elif i == late_from:
+        masks = late_masks
       if output_hidden_states:
         hidden.append(x)
-      x, probs, cache = layer(x, cos, sin, masks[cfg.layer_window(i)], cache,
-                              return_probs=output_attentions, attention_fn=attention_fn)
+      gate = layer_gates(i, x) if callable(layer_gates) else (
+          None if layer_gates is None else layer_gates[:, i])
+      if gate is None:
+        x, probs, cache = layer(x, cos, sin, masks[cfg.layer_window(i)], cache,
+                                return_probs=output_attentions, attention_fn=attention_fn)
+      else:
+        if output_attentions:
+          raise ConfigError("output_attentions", True, "False when layer_gates are given")
+        x, cache = gated_layer(layer, gate, x, cos, sin, masks[cfg.layer_window(i)], cache,
+                               attention_fn=attention_fn, skip=skip_gated)
+        probs = None
       attns.append(probs)
+    if prune is not None and prune.layer == len(self.layers):  # kept tokens of the last layer
+      x, cos, sin, cache, _ = self._drop_tokens(prune.kept_index, prune.layer, x, cos, sin, valid,
+                                                cache, start, windows)
     x = self.norm(x)
     if output_hidden_states:
       hidden.append(x)
@@ -297,6 +320,48 @@ class LlamaModel(nnx.Module):
     return ModelOutput(logits=None, hidden_states=tuple(hidden) if output_hidden_states else None,
                        attentions=tuple(attns) if output_attentions else None, cache=cache,
                        last_hidden_state=x)
+
+  def _drop_tokens(self, kept_index, layer, x, cos, sin, valid, cache, start, windows):
+    """Keeps the tokens ``kept_index [B, S']`` (increasing, -1 = pad) of the activations and RoPE
+    tables (original positions) from ``layer`` on; returns them with the masks of the shortened
+    queries (and the cache set to write the kept tokens' keys/values at their own slots)."""
+    cfg = self.cfg
+    kept_index = jnp.asarray(kept_index, jnp.int32)
+    src = jnp.maximum(kept_index, 0)
+    take = lambda a: jnp.take_along_axis(a, src.reshape(src.shape + (1,) * (a.ndim - 2)), axis=1)
+    x, cos, sin = take(x), take(cos), take(sin)
+    if cache is None:
+      slots = jnp.arange(x.shape[1])
+      q_slots, k_slots = slots, slots
+      k_valid = jnp.take_along_axis(valid, src, axis=1) & (kept_index >= 0)
+    else:
+      cache = cache.start_pruning(layer, kept_index, valid.shape[1])
+      q_slots, k_slots, k_valid = start + src, jnp.arange(cache.max_len), cache.late_valid
+    masks = {w: make_mask(q_slots, k_slots, k_valid, causal=cfg.causal, sliding_window=w)
+             for w in windows}
+    return x, cos, sin, cache, masks
+
+
+# layer_gates: ``[B, L]`` per-row layer weights, or ``fn(layer_idx, x) -> [B] | None`` called before
+# each layer (None = run the layer ungated). Lets a method decide the plan from hidden states.
+LayerGates = jax.Array | Callable[[int, jax.Array], jax.Array | None] | None
+
+
+def gated_layer(layer: DecoderLayer, gate: jax.Array, x, cos, sin, mask, cache, *,
+                attention_fn=None, skip: bool = False):
+  """``x + gate * (layer(x) - x)`` per row (``gate [B]``); returns ``(x, cache)``.
+
+  With ``skip`` the layer runs under ``lax.cond`` only when some row's gate is non-zero, so a layer
+  no row selected costs nothing (its cache slots stay as they were). Training keeps ``skip=False``
+  so that straight-through gates get gradients from every layer.
+  """
+  def run(x, cache):
+    y, _, cache = layer(x, cos, sin, mask, cache, attention_fn=attention_fn)
+    return x + gate.astype(y.dtype)[:, None, None] * (y - x), cache
+
+  if not skip:
+    return run(x, cache)
+  return jax.lax.cond(jnp.any(gate != 0), run, lambda x, cache: (x, cache), x, cache)
 
 
 def default_position_ids(valid: jax.Array, cache: KVCache | None) -> jax.Array:
@@ -329,7 +394,9 @@ class LlamaForCausalLM(nnx.Module):
   def __call__(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None,
                cache: KVCache | None = None, *, position_embeddings=None,
                output_hidden_states: bool = False, output_attentions: bool = False,
-               attention_fn: AttentionFn | None = None, logits_to_keep: int = 0) -> ModelOutput:
+               attention_fn: AttentionFn | None = None, logits_to_keep: int = 0,
+               layer_gates: LayerGates = None, skip_gated: bool = False,
+               prune=None) -> ModelOutput:
     """Forward pass.
 
     Args:
@@ -342,11 +409,18 @@ class LlamaForCausalLM(nnx.Module):
       attention_fn: replaces the attention core (sparse attention); ``(q, k, v, mask, layer)``,
         ``mask`` None when a bidirectional model attends everywhere (no padding).
       logits_to_keep: if > 0, compute logits for the last ``logits_to_keep`` positions only.
+      layer_gates: per-row layer gates ``[B, L]`` or a callable ``(layer_idx, x) -> [B] | None``
+        (adaptive depth): layer ``i`` outputs ``x + g * (layer(x) - x)``; see :func:`gated_layer`.
+      skip_gated: with ``layer_gates``, layers whose gates are all zero are not computed.
+      prune: a :class:`~jaxvlm.models.multimodal.LayerPrune`: from its ``layer`` on only the
+        tokens ``kept_index`` go on, at their original positions (SGL). With a cache (prefill),
+        the later layers' cache holds only the kept tokens and decoding continues on it.
     """
     out = self.model(input_ids, attention_mask, position_ids, inputs_embeds, cache,
                      position_embeddings=position_embeddings,
                      output_hidden_states=output_hidden_states,
-                     output_attentions=output_attentions, attention_fn=attention_fn)
+                     output_attentions=output_attentions, attention_fn=attention_fn,
+                     layer_gates=layer_gates, skip_gated=skip_gated, prune=prune)
     h = out.last_hidden_state
     if logits_to_keep:
       h = h[:, -logits_to_keep:]
