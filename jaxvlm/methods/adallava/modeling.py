@@ -1,0 +1,289 @@
+"""AdaLLaVA on a LLaVA-style :class:`VisionLanguageModel`: latency token, scheduler, token controller.
+
+* :class:`LatencyEncoder`: budget ``b in (0, 1]`` -> quantised -> ``theta = 2 pi b`` -> 128 sin +
+  128 cos features -> MLP -> the latency token's embedding, placed right after the image tokens
+  (:func:`jaxvlm.models.multimodal.insert_token`).
+* Scheduler: after the ``prefix_layers`` always-on layers, the latency token's hidden state ->
+  ``Linear(hidden, L - prefix)`` -> exactly ``units = relu(floor(L b) - prefix)`` layers (Gumbel
+  top-k in training, top-k at inference), applied through the decoder's ``layer_gates`` hook; at
+  inference unselected layers are skipped (``skip_gated``), in prefill and every decode step (the
+  plan rides in :class:`AdaCache`).
+* :class:`TokenController`: budget-conditioned scores over the N visual tokens; ``K = max(1,
+  round(b N))`` kept (Gumbel top-K in training, ``pallas_kernels.select_tokens`` +
+  ``keep_visual_tokens`` at inference, see :func:`budget_inputs`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+import pallas_kernels
+from jaxvlm.errors import ConfigError
+from jaxvlm.layers.attention import KVCache
+from jaxvlm.layers.linear import Linear
+from jaxvlm.models import multimodal as mm
+from jaxvlm.models.llama.modeling import ModelOutput
+from jaxvlm.methods.adallava.gumbel import gumbel_topk, topk_mask
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaConfig:
+  """AdaLLaVA switches. ``latency_token_id`` must be a vocabulary id never used by the text."""
+
+  latency_token_id: int
+  prefix_layers: int = 1
+  tau: float = 5.0
+  latency_features: int = 128  # sin features (as many cos)
+  quant_levels: int = 100  # budgets are rounded to multiples of 1 / quant_levels
+  controller_hidden: int = 64
+  shared_plan: bool = False  # one plan per batch (mean scheduler logits): exact skipping for batches
+
+
+@flax.struct.dataclass
+class AdaCache:
+  """The decoder's KV cache plus the per-row layer plan ``[B, L]`` fixed at prefill."""
+
+  kv: KVCache
+  plan: jax.Array
+
+  @property
+  def index(self):
+    return self.kv.index
+
+
+def check_budget(budget, batch: int) -> np.ndarray:
+  """``budget`` (scalar or ``[B]``) -> float32 ``[B]``; values outside ``(0, 1]`` raise."""
+  b = np.asarray(jax.device_get(budget), np.float32)
+  if b.ndim > 1 or (b.ndim == 1 and b.shape[0] != batch):
+    raise ConfigError("budget", b.shape, f"a scalar or a [batch={batch}] array")
+  if not np.all((b > 0) & (b <= 1)):
+    raise ConfigError("budget", b.tolist(), "values in (0, 1]")
+  return np.broadcast_to(b, (batch,)).copy()
+
+
+def layer_count(budget, num_layers: int):
+  """``floor(L * b)`` (with a small tolerance so that ``b = c / L`` gives ``c``)."""
+  return jnp.floor(jnp.asarray(budget, jnp.float32) * num_layers + 1e-4).astype(jnp.int32)
+
+
+def visual_keep_count(budget, n: int):
+  """``K = max(1, round(b N))`` per row."""
+  return jnp.maximum(1, jnp.round(jnp.asarray(budget, jnp.float32) * n)).astype(jnp.int32)
+
+
+class LatencyEncoder(nnx.Module):
+  """Budget -> sinusoidal features of ``2 pi b_quantised`` -> ``Linear -> SiLU -> Linear``."""
+
+  def __init__(self, cfg: AdaConfig, hidden: int, rngs: nnx.Rngs):
+    self.n, self.levels = cfg.latency_features, cfg.quant_levels
+    self.fc1 = Linear(2 * self.n, hidden, use_bias=True, rngs=rngs)
+    self.fc2 = Linear(hidden, hidden, use_bias=True, rngs=rngs)
+
+  def features(self, budget: jax.Array) -> jax.Array:
+    """``[B, 2n]``; frequencies ``0.5 .. 32`` (geometric), so ``b = 1`` does not alias ``b -> 0``."""
+    b = jnp.round(jnp.asarray(budget, jnp.float32) * self.levels) / self.levels
+    theta = 2 * math.pi * b[:, None]
+    freqs = 0.5 * 64.0 ** (jnp.arange(self.n, dtype=jnp.float32) / max(self.n - 1, 1))
+    return jnp.concatenate([jnp.sin(theta * freqs), jnp.cos(theta * freqs)], axis=-1)
+
+  def __call__(self, budget: jax.Array) -> jax.Array:
+    return self.fc2(jax.nn.silu(self.fc1(self.features(budget))))
+
+
+class TokenController(nnx.Module):
+  """Score of each visual token given the latency embedding: ``w . gelu(A f + C e)``."""
+
+  def __init__(self, hidden: int, inner: int, rngs: nnx.Rngs):
+    self.feat = Linear(hidden, inner, use_bias=True, rngs=rngs)
+    self.latency = Linear(hidden, inner, rngs=rngs)
+    self.out = Linear(inner, 1, use_bias=True, rngs=rngs)
+
+  def __call__(self, features: jax.Array, latency: jax.Array) -> jax.Array:
+    """``features [B, N, H]``, ``latency [B, H]`` -> scores ``[B, N]`` (float32)."""
+    h = jax.nn.gelu(self.feat(features) + self.latency(latency)[:, None])
+    return self.out(h)[..., 0].astype(jnp.float32)
+
+
+class AdaLlava(nnx.Module):
+  """A LLaVA :class:`VisionLanguageModel` (``vlm``) with AdaLLaVA's budget-conditioned parts."""
+
+  def __init__(self, vlm: nnx.Module, cfg: AdaConfig, rngs: nnx.Rngs):
+    layers = vlm.config.text.num_hidden_layers
+    if not 0 <= cfg.prefix_layers < layers:
+      raise ConfigError("adallava.prefix_layers", cfg.prefix_layers,
+                        f"an int in [0, {layers - 1}] (the LM has {layers} layers)")
+    if cfg.latency_token_id in (vlm.config.image_token_id,):
+      raise ConfigError("adallava.latency_token_id", cfg.latency_token_id,
+                        "an id different from the image placeholder id")
+    hidden = vlm.config.text.hidden_size
+    self.config, self.num_layers = cfg, layers
+    self.vlm = vlm
+    self.latency_encoder = LatencyEncoder(cfg, hidden, rngs)
+    self.scheduler = Linear(hidden, layers - cfg.prefix_layers, use_bias=True, rngs=rngs)
+    self.controller = TokenController(hidden, cfg.controller_hidden, rngs)
+
+  @property
+  def image_token_id(self) -> int:
+    return self.vlm.config.image_token_id
+
+  # ----- pieces ------------------------------------------------------------------------------
+  def layer_units(self, budget) -> jax.Array:
+    """Layers chosen after the prefix: ``relu(floor(L b) - prefix)``."""
+    return jnp.maximum(layer_count(budget, self.num_layers) - self.config.prefix_layers, 0)
+
+  def plan(self, hidden: jax.Array, budget, *, rng=None, train: bool = False) -> jax.Array:
+    """Gates ``[B, L - prefix]`` from the latency token's hidden state ``[B, H]``."""
+    logits = self.scheduler(hidden).astype(jnp.float32)
+    if self.config.shared_plan:
+      logits = jnp.broadcast_to(logits.mean(0, keepdims=True), logits.shape)
+    units = self.layer_units(budget)
+    if train:
+      return gumbel_topk(logits, units, self.config.tau, rng)
+    return topk_mask(logits, units)
+
+  def keep_tokens(self, scores: jax.Array, budget, *, rng=None) -> jax.Array:
+    """Training: straight-through Gumbel top-K mask ``[B, N]`` of the visual tokens."""
+    return gumbel_topk(scores, visual_keep_count(budget, scores.shape[1]), self.config.tau, rng)
+
+  def embed_inputs(self, input_ids, image_features, latency: jax.Array) -> jax.Array:
+    """Token embeddings with ``image_features [T, H]`` at the image placeholders and the latency
+    embeddings ``[B, H]`` at the latency token (one per row)."""
+    ids = jnp.asarray(input_ids)
+    emb = self.vlm.embed_inputs(ids, image_features=image_features)
+    return mm.merge_visual(emb, ids, latency, self.config.latency_token_id)
+
+  def latency_index(self, input_ids) -> jax.Array:
+    return jnp.argmax(jnp.asarray(input_ids) == self.config.latency_token_id, axis=1)
+
+  # ----- generation hooks --------------------------------------------------------------------
+  def init_cache(self, batch: int, max_len: int, dtype=None) -> AdaCache:
+    return AdaCache(self.vlm.init_cache(batch, max_len, dtype),
+                    jnp.ones((batch, self.num_layers), jnp.float32))
+
+  def prefill_inputs(self, input_ids, attention_mask, *, image_features, budget,
+                     position_ids=None):
+    """For :func:`jaxvlm.generation.generate` on :func:`budget_inputs`' output."""
+    budget = jnp.asarray(budget, jnp.float32)
+    call = dict(inputs_embeds=self.embed_inputs(input_ids, image_features,
+                                                self.latency_encoder(budget)),
+                attention_mask=attention_mask, budget=budget,
+                latency_index=self.latency_index(input_ids))
+    if position_ids is not None:
+      call["position_ids"] = position_ids
+    return call, {}
+
+  def __call__(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None,
+               cache: AdaCache | None = None, *, budget=None, latency_index=None, rng=None,
+               train: bool = False, logits_to_keep: int = 0,
+               output_hidden_states: bool = False) -> ModelOutput:
+    """LM forward under a budget. With ``budget`` (``[B]``; prefill / training) the plan is made
+    after the prefix layers from the hidden state at ``latency_index [B]``; without, it is read from
+    ``cache.plan`` (decode). ``train`` uses Gumbel top-k (``rng``) and computes every layer (for the
+    straight-through gradient); otherwise unselected layers are skipped."""
+    prefix, layers = self.config.prefix_layers, self.num_layers
+    kv = None if cache is None else cache.kv
+    if budget is None:
+      if cache is None:
+        raise ConfigError("budget", None, "a budget per row in (0, 1] (or a cache with a plan)")
+      gates, made = cache.plan, {"plan": cache.plan}
+    else:
+      budget = jnp.asarray(budget, jnp.float32)
+      made = {}
+
+      def gates(i, x):
+        if i < prefix:
+          return None
+        if "plan" not in made:
+          h = jnp.take_along_axis(x, jnp.asarray(latency_index)[:, None, None], axis=1)[:, 0]
+          chosen = self.plan(h, budget, rng=rng, train=train)
+          made["plan"] = jnp.concatenate([jnp.ones((x.shape[0], prefix), chosen.dtype), chosen],
+                                         axis=1)
+        return made["plan"][:, i]
+
+    out = self.vlm.language_model(input_ids, attention_mask, position_ids, inputs_embeds, kv,
+                                  layer_gates=gates, skip_gated=not train,
+                                  logits_to_keep=logits_to_keep,
+                                  output_hidden_states=output_hidden_states)
+    if cache is not None:
+      out = out.replace(cache=AdaCache(out.cache, jax.lax.stop_gradient(made["plan"]).astype(
+          jnp.float32)))
+    return out
+
+
+# ----- host-side inference helpers ---------------------------------------------------------------
+@flax.struct.dataclass
+class BudgetInputs:
+  """A pruned prompt with its latency token, ready for ``generate(model, input_ids,
+  attention_mask, image_features=..., budget=..., position_ids=...)``; ``num_keep [B]`` = K."""
+
+  input_ids: np.ndarray
+  attention_mask: np.ndarray
+  position_ids: np.ndarray
+  image_features: jax.Array
+  budget: np.ndarray
+  num_keep: np.ndarray
+
+  def generate_kwargs(self) -> dict:
+    return dict(image_features=self.image_features, budget=jnp.asarray(self.budget),
+                position_ids=jnp.asarray(self.position_ids))
+
+
+@nnx.jit
+def _visual_scores(model: AdaLlava, pixel_values, budget):
+  feats = model.vlm.get_image_features(pixel_values)
+  return feats, model.controller(feats, model.latency_encoder(budget))
+
+
+def budget_inputs(model: AdaLlava, input_ids, attention_mask, pixel_values, budget, *,
+                  num_keep=None, implementation: str | None = None) -> BudgetInputs:
+  """Visual features -> controller scores -> top-K per row (``select_tokens``) -> the prompt
+  shortened by ``keep_visual_tokens`` (ids, mask, positions together) -> latency token inserted.
+
+  ``budget``: scalar or ``[B]`` in ``(0, 1]``; ``num_keep`` overrides ``K`` (int or ``[B]``,
+  ``1..N``). One image per row.
+  """
+  ids = np.asarray(jax.device_get(input_ids))
+  b = ids.shape[0]
+  budget = check_budget(budget, b)
+  feats, scores = _visual_scores(model, jnp.asarray(pixel_values), jnp.asarray(budget))
+  n = feats.shape[1]
+  if feats.shape[0] != b:
+    raise ConfigError("pixel_values", feats.shape[0], f"one image per row ({b} rows)")
+  k = np.asarray(visual_keep_count(budget, n)) if num_keep is None else np.broadcast_to(
+      np.asarray(num_keep), (b,))
+  if np.any(k < 1) or np.any(k > n):
+    raise ConfigError("num_keep", np.asarray(k).tolist(), f"ints in [1, {n}] (N = {n} visual "
+                      "tokens per image)")
+  sel = pallas_kernels.select_tokens(scores, feats, jnp.asarray(k, jnp.int32), max_k=int(k.max()),
+                                     implementation=implementation)
+  pruned = mm.keep_visual_tokens(ids, attention_mask, model.image_token_id, sel.indices,
+                                 keep_positions=False)
+  rows = np.concatenate([np.arange(int(c)) + r * int(k.max()) for r, c in enumerate(k)])
+  kept = sel.features.reshape(-1, feats.shape[-1])[rows]
+  ins = mm.insert_token(pruned.input_ids, pruned.attention_mask, model.config.latency_token_id,
+                        after_id=model.image_token_id)
+  return BudgetInputs(ins.input_ids, ins.attention_mask, ins.position_ids, kept, budget,
+                      np.asarray(k, np.int32))
+
+
+@nnx.jit
+def _prefill_plan(model: AdaLlava, input_ids, attention_mask, image_features, budget,
+                  position_ids):
+  call, _ = model.prefill_inputs(input_ids, attention_mask, image_features=image_features,
+                                 budget=budget, position_ids=position_ids)
+  cache = model.init_cache(input_ids.shape[0], input_ids.shape[1])
+  return model(cache=cache, logits_to_keep=1, **call).cache.plan
+
+
+def layer_plan(model: AdaLlava, inputs: BudgetInputs) -> np.ndarray:
+  """The ``{0, 1}`` layer plan ``[B, L]`` that generation on ``inputs`` executes (one prefill)."""
+  return np.asarray(_prefill_plan(model, jnp.asarray(inputs.input_ids),
+                                  jnp.asarray(inputs.attention_mask), inputs.image_features,
+                                  jnp.asarray(inputs.budget), jnp.asarray(inputs.position_ids)))
