@@ -101,14 +101,17 @@ VOCAB, DIM = 50, 16
 
 
 def _toy(sharpness):
-  """Stateless bidirectional toy model; ``sharpness`` scales the logits (confidence)."""
+  """Stateless bidirectional toy model: ``sharpness`` on its argmax token, 0 elsewhere, so the
+  top probability is e^s / (e^s + VOCAB - 2) at every position (about 1 for s = 100, about
+  1 / (VOCAB - 1) for s = 0.01)."""
   rng = np.random.default_rng(7)
   emb = jnp.asarray(rng.normal(size=(VOCAB, DIM)), jnp.float32)
   out = jnp.asarray(rng.normal(size=(DIM, VOCAB)), jnp.float32)
 
   def fn(params, tokens):
     h = jnp.tanh(emb[tokens] + emb[tokens].mean(axis=1, keepdims=True))
-    return (sharpness * h @ out).at[..., VOCAB - 1].set(-1e4)
+    peak = jax.nn.one_hot(jnp.argmax((h @ out)[..., :VOCAB - 1], -1), VOCAB)
+    return (sharpness * peak).at[..., VOCAB - 1].set(-1e4)
 
   return diffusion.stateless(fn)
 
