@@ -10,12 +10,23 @@ remasking, batch 1:
 Also checks the sparse kernel against its reference on this geometry with the selection used, and
 times one attention layer (kernel vs cuDNN) and one model forward (dense vs sparse masks).
 
-Run: ``PYTHONPATH=. python benchmarks/bench_diffusion.py`` (writes $OUT/diffusion.json).
+Prompt-length sweep (``--sweep 4096,16384,32768,65536``): gen 256, block 32, 64 steps, batch 1 at
+each prompt length for ``--variants`` dense, sparse (the SparseD plan above), cached (DualCache,
+dense attention) and cached_sparse (DualCache + SparseD). Each case is compiled ahead of time
+(compile seconds reported apart), then timed; peak memory is the compiled program's arguments +
+temporaries + outputs (``memory_analysis``); tokens are compared with the dense run of the same
+prompt. Cases that run out of memory are recorded as such. Results are rewritten after every case.
+
+Run: ``PYTHONPATH=. python benchmarks/bench_diffusion.py`` (writes $OUT/diffusion.json) or
+``PYTHONPATH=. python benchmarks/bench_diffusion.py --sweep 32768 --variants dense,sparse``
+(writes $OUT/diffusion_sweep.json).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import time
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # torch shares the GPU
 
@@ -78,6 +89,82 @@ def torch_llada_seconds(prompt: np.ndarray) -> float:
   del model
   torch.cuda.empty_cache()
   return t
+
+
+VARIANTS = ("dense", "sparse", "cached", "cached_sparse")
+
+
+def sweep_plan(graphdef, variant: str, prompt_len: int):
+  """The sampler plan of one sweep variant (SparseD settings as in the 4k run, DualCache)."""
+  from jaxvlm.generation import block_cache, diffusion
+  from jaxvlm.methods.sparse_dllm import sparsed
+  cache = block_cache.CacheConfig("dual") if variant.startswith("cached") else None
+  if variant in ("dense", "cached"):
+    return diffusion.DensePlan(graphdef) if cache is None else block_cache.CachedPlan(graphdef,
+                                                                                      cache)
+  scfg = sparsed.SparseDConfig(steps=STEPS, block_size=SPARSE["block_size"], skip=SPARSE["skip"],
+                               gen_start=prompt_len)
+  return sparsed.SparseDPlan(graphdef, scfg, cache=cache)
+
+
+def run_sweep(prompts: list[int], variants: list[str]):
+  """Times every (prompt length, variant) case; one JSON rewritten after each."""
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+
+  from jaxvlm.generation import diffusion
+  from jaxvlm.methods.sparse_dllm import keep_ratio
+  from jaxvlm.models import from_config
+
+  rng = np.random.default_rng(0)
+  model = from_config(LLADA_8B, dtype="bfloat16", attention_impl="cudnn")
+  graphdef, params = nnx.split(model)
+  del model
+  importance = rng.gamma(2.0, 1.0, (LLADA_8B["n_layers"], LLADA_8B["n_kv_heads"]))
+  keep = jnp.asarray(keep_ratio.adaptive_keep_ratios(importance, SPARSE["select"], "relative"))
+  sample = dict(steps=STEPS, gen_length=GEN, block_length=BLOCK, mask_id=LLADA_8B["mask_token_id"])
+  rows, dense_tokens = [], {}
+  for plen in prompts:
+    prompt = jnp.asarray(rng.integers(0, LLADA_8B["mask_token_id"], (1, plen)), jnp.int32)
+    for variant in variants:
+      plan = sweep_plan(graphdef, variant, plen)
+      run = jax.jit(lambda p, x, st, plan=plan: diffusion.llada_generate(
+          plan, p, x, jax.random.key(0), state=st, **sample).tokens)
+      row = dict(prompt=plen, variant=variant)
+      try:
+        t0 = time.perf_counter()
+        compiled = run.lower(params, prompt, keep).compile()
+        row["compile_s"] = time.perf_counter() - t0
+        mem = compiled.memory_analysis()
+        row["peak_gib"] = (mem.argument_size_in_bytes + mem.temp_size_in_bytes
+                           + mem.output_size_in_bytes - mem.alias_size_in_bytes) / 2**30
+        t0 = time.perf_counter()
+        tokens = jax.block_until_ready(compiled(params, prompt, keep))
+        row["seconds"] = time.perf_counter() - t0
+        row["tok_s"] = GEN / row["seconds"]
+      except Exception as e:  # noqa: BLE001 -- out of memory is a result of the sweep
+        row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        print(plen, variant, row["error"], flush=True)
+        rows.append(row)
+        write_results("diffusion_sweep", rows)
+        continue
+      gen = np.asarray(tokens[:, plen:])
+      if variant == "dense":
+        dense_tokens[plen] = gen
+      if plen in dense_tokens:
+        row["agreement_with_dense"] = float(np.mean(gen == dense_tokens[plen]))
+      dense = next((r for r in rows if r["prompt"] == plen and r["variant"] == "dense"
+                    and "seconds" in r), None)
+      if dense is not None:
+        row["speedup_vs_dense"] = dense["seconds"] / row["seconds"]
+      print(row, flush=True)
+      rows.append(row)
+      write_results("diffusion_sweep", rows)
+  print(markdown_table([{k: r.get(k, "") for k in ("prompt", "variant", "seconds", "tok_s",
+                                                     "speedup_vs_dense", "peak_gib", "compile_s",
+                                                     "agreement_with_dense", "error")}
+                        for r in rows]))
 
 
 def main():
@@ -163,4 +250,17 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--sweep", help="comma-separated prompt lengths (the sweep instead of the "
+                      "4k run against the transformers anchor)")
+  parser.add_argument("--variants", default=",".join(VARIANTS),
+                      help=f"comma-separated subset of {VARIANTS}")
+  args = parser.parse_args()
+  if args.sweep:
+    variants = args.variants.split(",")
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad:
+      parser.error(f"--variants: {bad} not in {VARIANTS}")
+    run_sweep([int(p) for p in args.sweep.split(",")], variants)
+  else:
+    main()
