@@ -14,7 +14,7 @@ import pytest
 from pallas_kernels import block_importance, block_importance_reference
 from pallas_kernels.errors import ConfigError, ShapeError
 
-IMPLS = ("xla",)
+IMPLS = ("xla", "mosaic_tpu", "triton")  # the Pallas kernels in interpret mode on CPU
 
 
 def _seed():
@@ -40,6 +40,7 @@ def _padded_segments(b, s, lengths, pad_id, period=23):
     (8, 2, 64, 64, 16, 16, True, False),    # GQA 4, causal
     (2, 2, 50, 50, 16, 16, True, True),     # MHA, causal, packed + padding (fully masked rows)
     (4, 1, 40, 70, 16, 16, False, True),    # MQA, padding masks whole query / key blocks
+    (2, 1, 70, 40, 32, 16, True, False),    # causal with block_q > block_k and Sq > Sk
 ])
 def test_matches_dense_reference(impl, hq, hkv, sq, sk, bq, bk, causal, segments):
   b, d = 2, 16
@@ -105,6 +106,36 @@ def test_compiled_program_holds_no_quadratic_array(causal):
   assert _largest_array(dense) >= 1024 * 1024
 
 
+def _largest_tensor(mlir: str) -> int:
+  dims = re.findall(r"tensor<((?:\d+x)+)\w+>", mlir)
+  return max(int(np.prod([int(x) for x in d.split("x") if x])) for d in dims)
+
+
+@pytest.mark.parametrize("impl,platform", [("mosaic_tpu", "tpu"), ("triton", "cuda")])
+@pytest.mark.parametrize("s,sk,hq,hkv,causal,segments", [
+    (512, 512, 8, 2, False, False), (500, 384, 4, 4, True, True),
+    (32768, 32768, 32, 32, False, False)])  # LLaDA-8B attention: no S x S array anywhere
+def test_kernels_lower_for_their_platform(impl, platform, s, sk, hq, hkv, causal, segments):
+  """Mosaic TPU lowers for TPU, and Triton to its IR for CUDA, on CPU (``jax.export``)."""
+  def f(q, k, seg):
+    kw = dict(q_segment_ids=seg[:, :s], kv_segment_ids=seg[:, :sk]) if segments else {}
+    return block_importance(q, k, 128, 128, causal=causal, implementation=impl,
+                            interpret=False, **kw)
+
+  args = (jax.ShapeDtypeStruct((1, s, hq, 128), jnp.bfloat16),
+          jax.ShapeDtypeStruct((1, sk, hkv, 128), jnp.bfloat16),
+          jax.ShapeDtypeStruct((1, max(s, sk)), jnp.int32))
+  # Triton IR is serialised without a stability guarantee: lowering, not archiving, is checked.
+  unstable = [jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")]
+  exported = jax.export.export(jax.jit(f), platforms=[platform], disabled_checks=unstable)(*args)
+  module = exported.mlir_module()
+  target = {"tpu": "tpu_custom_call", "cuda": "__gpu$xla.gpu.triton"}[platform]
+  assert module.count(f"stablehlo.custom_call @{target}") == 1
+  assert exported.out_avals[0].shape == (1, hkv, -(-s // 128), -(-sk // 128))
+  padded = lambda n: -(-n // 128) * 128
+  assert _largest_tensor(module) == max(padded(s) * hq, padded(sk) * hkv) * 128  # q or k
+
+
 def test_importing_pallas_kernels_does_not_import_jaxvlm():
   code = ("import sys, pallas_kernels, pallas_kernels.errors as e; "
           "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'jaxvlm'); "
@@ -125,5 +156,5 @@ def test_bad_inputs_raise_named_errors():
     block_importance(q, k, 0, 16)
   with pytest.raises(ConfigError, match="segment_ids"):
     block_importance(q, k, 16, 16, q_segment_ids=jnp.zeros((1, 32), jnp.int32))
-  with pytest.raises(ConfigError, match="implementation"):
+  with pytest.raises(ConfigError, match="implementation: got 'mosaic_gpu', expected None or"):
     block_importance(q, k, 16, 16, implementation="mosaic_gpu")

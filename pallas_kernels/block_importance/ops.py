@@ -8,12 +8,12 @@ import jax
 import jax.numpy as jnp
 
 from pallas_kernels import backend
-from pallas_kernels.block_importance import xla
+from pallas_kernels.block_importance import mosaic_tpu, triton, xla
 from pallas_kernels.block_importance.reference import tile_means
 from pallas_kernels.errors import ConfigError, ShapeError
 from pallas_kernels.sparse_attention.config import AttentionSpec
 
-AVAILABLE = ("xla",)  # the Pallas kernels (triton, mosaic_tpu) are not written yet
+AVAILABLE = ("mosaic_tpu", "triton", "xla")
 
 
 def _pad_to(x: jax.Array, length: int, axis: int) -> jax.Array:
@@ -22,7 +22,8 @@ def _pad_to(x: jax.Array, length: int, axis: int) -> jax.Array:
   return jnp.pad(x, pad)
 
 
-_TILE_SUMS = {"xla": xla.tile_sums}
+_TILE_SUMS = {"mosaic_tpu": mosaic_tpu.tile_sums, "triton": triton.tile_sums,
+              "xla": xla.tile_sums}
 
 
 def block_importance(q: jax.Array, k: jax.Array, block_q: int, block_k: int, *,
@@ -38,9 +39,11 @@ def block_importance(q: jax.Array, k: jax.Array, block_q: int, block_k: int, *,
   top-left aligned; ``q_segment_ids [B, Sq]`` / ``kv_segment_ids [B, Sk]`` restrict attention
   to equal ids, which is how padding is expressed). Computed flash-style, never holding the
   ``[Sq, Sk]`` matrix: per query block, pass 1 streams the row log-sum-exp over the key tiles,
-  pass 2 streams the per-tile sums of ``exp(s - lse)``. ``implementation``: None or ``"xla"``
-  (one query block row of scores at a time, on every platform); ``interpret``, ``num_warps`` and
-  ``num_stages`` are for the Pallas backends to come.
+  pass 2 streams the per-tile sums of ``exp(s - lse)``. ``implementation``: None (by platform),
+  ``"mosaic_tpu"``, ``"triton"`` (one query tile per program, key tiles streamed; past the
+  causal diagonal neither loaded nor computed) or ``"xla"`` (one query block row of scores at a
+  time, on every platform). The Pallas kernels run in interpret mode where the platform cannot
+  compile them unless ``interpret`` says otherwise; ``num_warps`` and ``num_stages`` tune Triton.
   """
   if q.ndim != 4 or k.ndim != 4 or k.shape[0] != q.shape[0] or k.shape[3] != q.shape[3]:
     raise ShapeError("q/k", (q.shape, k.shape), "[B, Sq, Hq, D] and [B, Sk, Hkv, D]")

@@ -9,8 +9,16 @@ probabilities are 0.
 from __future__ import annotations
 
 import jax.numpy as jnp
+from jax import lax
 
 from pallas_kernels.sparse_attention.tile import NEG_INF
+
+
+def num_key_tiles(qi, spec, nk: int):
+  """Key tiles query block ``qi`` sees: all ``nk``, or those up to the diagonal when causal."""
+  if not spec.causal:
+    return nk
+  return jnp.minimum(nk, lax.div((qi + 1) * spec.block_q + spec.block_k - 1, spec.block_k))
 
 
 def and_masks(*masks):
