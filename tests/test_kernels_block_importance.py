@@ -40,7 +40,7 @@ def _padded_segments(b, s, lengths, pad_id, period=23):
     (8, 2, 64, 64, 16, 16, True, False),    # GQA 4, causal
     (2, 2, 50, 50, 16, 16, True, True),     # MHA, causal, packed + padding (fully masked rows)
     (4, 1, 40, 70, 16, 16, False, True),    # MQA, padding masks whole query / key blocks
-    (2, 1, 70, 40, 32, 16, True, False),    # causal with block_q > block_k and Sq > Sk
+    (2, 1, 100, 90, 32, 8, True, False),    # causal, block_q > block_k, Sq > Sk, 12 key blocks
 ])
 def test_matches_dense_reference(impl, hq, hkv, sq, sk, bq, bk, causal, segments):
   b, d = 2, 16
