@@ -112,14 +112,16 @@ def _largest_tensor(mlir: str) -> int:
 
 
 @pytest.mark.parametrize("impl,platform", [("mosaic_tpu", "tpu"), ("triton", "cuda")])
-@pytest.mark.parametrize("s,sk,hq,hkv,causal,segments", [
-    (512, 512, 8, 2, False, False), (500, 384, 4, 4, True, True),
-    (32768, 32768, 32, 32, False, False)])  # LLaDA-8B attention: no S x S array anywhere
-def test_kernels_lower_for_their_platform(impl, platform, s, sk, hq, hkv, causal, segments):
+@pytest.mark.parametrize("s,sk,hq,hkv,blk,causal,segments", [
+    (512, 512, 8, 2, 128, False, False), (500, 384, 4, 4, 128, True, True),
+    (1000, 1000, 4, 2, 32, True, True),  # SparseD's default block of 32
+    (32768, 32768, 32, 32, 128, False, False)])  # LLaDA-8B attention: no S x S array anywhere
+def test_kernels_lower_for_their_platform(impl, platform, s, sk, hq, hkv, blk, causal,
+                                          segments):
   """Mosaic TPU lowers for TPU, and Triton to its IR for CUDA, on CPU (``jax.export``)."""
   def f(q, k, seg):
     kw = dict(q_segment_ids=seg[:, :s], kv_segment_ids=seg[:, :sk]) if segments else {}
-    return block_importance(q, k, 128, 128, causal=causal, implementation=impl,
+    return block_importance(q, k, blk, blk, causal=causal, implementation=impl,
                             interpret=False, **kw)
 
   args = (jax.ShapeDtypeStruct((1, s, hq, 128), jnp.bfloat16),
@@ -131,8 +133,8 @@ def test_kernels_lower_for_their_platform(impl, platform, s, sk, hq, hkv, causal
   module = exported.mlir_module()
   target = {"tpu": "tpu_custom_call", "cuda": "__gpu$xla.gpu.triton"}[platform]
   assert module.count(f"stablehlo.custom_call @{target}") == 1
-  assert exported.out_avals[0].shape == (1, hkv, -(-s // 128), -(-sk // 128))
-  padded = lambda n: -(-n // 128) * 128
+  assert exported.out_avals[0].shape == (1, hkv, -(-s // blk), -(-sk // blk))
+  padded = lambda n: -(-n // blk) * blk
   assert _largest_tensor(module) == max(padded(s) * hq, padded(sk) * hkv) * 128  # q or k
 
 

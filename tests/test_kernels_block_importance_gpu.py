@@ -31,6 +31,7 @@ def test_triton_is_the_gpu_default():
     (1000, 4, 128, 128, False, False),  # padded to 1024 inside
     (1000, 1, 128, 128, True, True),
     (1000, 2, 64, 64, True, False),
+    (1000, 4, 128, 32, True, True),  # SparseD's default block of 32
     (4096, 4, 128, 128, False, False),
     (4096, 4, 128, 128, True, False)])
 def test_block_importance_gpu(dtype, s, group, d, blk, causal, segments):
