@@ -57,6 +57,8 @@ def _plain(x):
 
 
 def _abstract(x):
+  if isinstance(x, np.ndarray):  # host arrays restore as numpy
+    return x
   sharding = getattr(x, "sharding", None)
   return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
 

@@ -115,7 +115,9 @@ class Trainer:
     params, _ = flatten((self.params, self.frozen))
     params = {k.split(".", 1)[1]: v for k, v in params.items()}
     opt, _ = flatten(self.opt_state)
-    return {"params": params, "opt_state": opt, "rng": jax.random.key_data(self.base_key)}
+    # The key as host numpy: a single-device array cannot be saved by several processes.
+    rng = np.asarray(jax.random.key_data(self.base_key))
+    return {"params": params, "opt_state": opt, "rng": rng}
 
   def load_checkpoint_state(self, state: Mapping[str, Any]) -> None:
     p_named, p_def = flatten(self.params)
@@ -181,10 +183,10 @@ class Trainer:
     if self.mesh is None:
       return jax.tree.map(jnp.asarray, batch)
 
-    def put(x):
+    def put(x):  # every process holds the whole global batch and places its devices' rows
       x = np.asarray(x)
       spec = param_spec(x.shape, ("batch",) + (None,) * (x.ndim - 1), self.rules, self.mesh)
-      return jax.make_array_from_process_local_data(NamedSharding(self.mesh, spec), x)
+      return jax.make_array_from_process_local_data(NamedSharding(self.mesh, spec), x, x.shape)
     return jax.tree.map(put, batch)
 
   def train_step(self, batch) -> dict:
@@ -212,10 +214,12 @@ class Trainer:
     if resume:
       self.restore()
     end = min(cfg.steps, stop_at) if stop_at is not None else cfg.steps
-    writer = MetricsWriter(self.workdir, self.step if resume else None) if self.workdir else None
+    main = jax.process_index() == 0  # one process writes metrics and shows progress
+    writer = (MetricsWriter(self.workdir, self.step if resume else None)
+              if self.workdir and main else None)
     history, tokens, t0 = [], 0, time.perf_counter()
-    bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress, desc="train",
-               dynamic_ncols=True)
+    bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and main),
+               desc="train", dynamic_ncols=True)
     iterator = self.batches(cfg.seed, self.step)
     try:
       while self.step < end:
