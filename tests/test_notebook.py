@@ -9,7 +9,8 @@ import nbformat
 from nbclient import NotebookClient
 
 NOTEBOOK = pathlib.Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ipynb"
-BUDGET_S = 90  # on a quiet 2-core CPU; the per-cell timeout leaves room for a loaded machine
+BUDGET_S = 90  # whole notebook; about 30 s of CPU (~60 s wall on a 2-core machine at load 7)
+CELL_TIMEOUT_S = 120  # a cell that hangs fails the test
 
 
 def test_quickstart_notebook_executes(tmp_path, monkeypatch):
@@ -19,7 +20,7 @@ def test_quickstart_notebook_executes(tmp_path, monkeypatch):
   assert "QUICK = False" in params.source
   params.source = params.source.replace("QUICK = False", "QUICK = True")
   start = time.perf_counter()
-  NotebookClient(nb, timeout=4 * BUDGET_S, kernel_name="python3",
+  NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
                  resources={"metadata": {"path": str(tmp_path)}}).execute()
   elapsed = time.perf_counter() - start
   outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
@@ -29,4 +30,4 @@ def test_quickstart_notebook_executes(tmp_path, monkeypatch):
   text = "".join(o.get("text", "") for o in outputs)
   assert "top-1 agreement 1.000" in text and "accuracy_after" in text
   print(f"notebook executed in {elapsed:.1f} s")
-  assert elapsed < 4 * BUDGET_S, f"{elapsed:.0f} s: far over the {BUDGET_S} s budget"
+  assert elapsed < 3 * BUDGET_S, f"{elapsed:.0f} s: far over the {BUDGET_S} s budget"
