@@ -28,6 +28,7 @@ CPU with 8 simulated devices (what CI runs). NCCL is left at its defaults.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -37,10 +38,11 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 
 from benchmarks.bench_training import LLAMA_1B, LORA, OPT, TARGETS
 
-TINY = dict(LLAMA_1B, vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+TINY = dict(LLAMA_1B, vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
             num_attention_heads=4, num_key_value_heads=2, head_dim=16)
 TINY_LORA = dict(rank=8, alpha=16.0, dropout=0.1)
 DEFAULTS = dict(seq=2048, batch=4, steps=10, warmup=3, compute_dtype="bfloat16",
@@ -104,7 +106,6 @@ def _compare(ref: dict, metrics: dict, state, args) -> dict:
 
 def train_worker(mode: str, args) -> dict:
   """Every training setting of one mode (full / lora) in this process, one trainer at a time."""
-  import gc
   import itertools
 
   import jax
@@ -166,8 +167,7 @@ def train_worker(mode: str, args) -> dict:
   rows += [run(name, mesh, global_batch, ref)[0] for name, mesh in _meshes(n).items()]
   for r in rows:
     r["efficiency"] = r["tokens_per_s_per_gpu"] / anchor["tokens_per_s"]
-  return dict(rows=rows, n_params=int(sum(x.size for x in ref["params"].values())),
-              environment=environment(args))
+  return dict(rows=rows, n_params=int(sum(x.size for x in ref["params"].values())))
 
 
 def write_worker(args, folder: str) -> dict:
@@ -270,7 +270,7 @@ def load_worker(args, folder: str) -> dict:
     gen["first_mismatch"] = dict(row=int(row), position=int(pos), top2_gap=gap)
     gen["passed"] = gap <= TOLERANCES[args.load_dtype]["tie"]
   return dict(sharded=sharded_mem, single=single_mem, generate=gen, mesh=f"fsdp={n}",
-              load_dtype=args.load_dtype, environment=environment(args))
+              load_dtype=args.load_dtype)
 
 
 def environment(args) -> dict:
@@ -402,12 +402,21 @@ def parse_args(argv=None):
 
 
 def worker_main(args) -> dict:
-  kind = args.worker
-  if kind.startswith("train:"):
-    return train_worker(kind.split(":")[1], args)
-  if kind == "write":
-    return write_worker(args, args.folder)
-  return load_worker(args, args.folder)
+  """``train``: the training modes, then (for ``load``) the checkpoint folder; ``load``: part (b)."""
+  if args.worker == "load":
+    return load_worker(args, args.folder)
+  out = dict(train={}, environment=environment(args))
+  for mode in ("full", "lora"):
+    if mode in args.parts.split(","):
+      try:
+        out["train"][mode] = train_worker(mode, args)
+      except Exception as e:  # noqa: BLE001 -- e.g. out of memory: reported, the rest still runs
+        traceback.print_exc()
+        out["train"][mode] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
+      gc.collect()  # the failed mode's device buffers
+  if args.folder:
+    out["written"] = write_worker(args, args.folder)
+  return out
 
 
 def main(argv=None) -> dict:
@@ -419,19 +428,17 @@ def main(argv=None) -> dict:
   env, parts = child_env(args.tiny), args.parts.split(",")
   result = dict(date=time.strftime("%Y-%m-%d", time.gmtime()),
                 command="PYTHONPATH=. python benchmarks/bench_multi_gpu.py " + shlex.join(argv),
-                args=vars(args), train={})
-  for mode in ("full", "lora"):
-    if mode in parts:
-      result["train"][mode] = _run_worker(f"train:{mode}", argv, env)
-  if "load" in parts:
-    with tempfile.TemporaryDirectory() as tmp:
-      folder = ["--folder", os.path.join(tmp, "ckpt")]
-      written = _run_worker("write", argv + folder, env)
+                args=vars(args))
+  with tempfile.TemporaryDirectory() as tmp:
+    folder = ["--folder", os.path.join(tmp, "ckpt")] if "load" in parts else []
+    first = _run_worker("train", argv + folder, env)
+    result["train"] = first.get("train", {m: first for m in ("full", "lora") if m in parts})
+    result["environment"] = first.get("environment")
+    if "load" in parts:
+      written = first.get("written", first)
       result["load"] = ({**written, **_run_worker("load", argv + folder, env)}
                         if "error" not in written else written)
-  parts_out = [*result["train"].values(), result.get("load", {})]
-  envs = [p.pop("environment") for p in parts_out if "environment" in p]
-  result["environment"] = envs[0] if envs else dict.fromkeys(
+  result["environment"] = result["environment"] or dict.fromkeys(
       ("device", "devices", "jax", "flax", "optax", "python"), "?")
   result["all_passed"] = all_passed(result)
   os.makedirs(args.out, exist_ok=True)
