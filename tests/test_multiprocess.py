@@ -14,6 +14,7 @@ import pathlib
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -38,9 +39,13 @@ def _launch(out_dir: pathlib.Path, log: str, *args: str) -> subprocess.Popen:
 
 
 def _wait_all(procs: dict[pathlib.Path, subprocess.Popen]) -> None:
+  """Waits for every process (``TIMEOUT_S`` in all), kills the rest; fails with the log tails."""
+  deadline = time.monotonic() + TIMEOUT_S
   try:
     for p in procs.values():
-      p.wait(timeout=TIMEOUT_S)
+      p.wait(timeout=max(deadline - time.monotonic(), 0.1))
+  except subprocess.TimeoutExpired:
+    pass  # killed below, reported as exit -9
   finally:
     for p in procs.values():
       if p.poll() is None:
