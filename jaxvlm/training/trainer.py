@@ -3,10 +3,11 @@
 ``loss_fn(model, batch, rng) -> (loss, aux)`` computes a scalar loss (and a dict of scalar
 metrics) for one micro-batch; ``batch_iterator_factory(seed, start_step)`` yields global batches
 (pytrees of numpy arrays with a leading batch axis) starting at ``start_step``, so the data order
-is a function of (seed, step) and resuming needs only the step. The train step is one ``jit``:
-``grad_accum`` micro-batches are scanned, gradients averaged, clipped and applied with AdamW to
-the parameters selected by ``trainable`` (``nnx.Param`` for full fine-tuning, ``nnx.LoRAParam``
-for LoRA: the optimiser state then holds only those). Parameters stay in their ``param_dtype``
+is a function of (seed, step) and resuming needs only the step; in a multi-process run
+(``jax.distributed``) every process yields the same global batch and feeds its own devices' rows.
+The train step is one ``jit``: ``grad_accum`` micro-batches are scanned, gradients averaged,
+clipped and applied with AdamW to the parameters selected by ``trainable`` (``nnx.Param`` for
+full fine-tuning, ``nnx.LoRAParam`` for LoRA: the optimiser state then holds only those). Parameters stay in their ``param_dtype``
 (float32 master weights) while the model computes in its ``dtype`` (e.g. bfloat16).
 
 The step donates the parameter and optimiser buffers: after the first step, read the model
