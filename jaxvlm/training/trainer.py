@@ -7,8 +7,9 @@ is a function of (seed, step) and resuming needs only the step; in a multi-proce
 (``jax.distributed``) every process yields the same global batch and feeds its own devices' rows.
 The train step is one ``jit``: ``grad_accum`` micro-batches are scanned, gradients averaged,
 clipped and applied with AdamW to the parameters selected by ``trainable`` (``nnx.Param`` for
-full fine-tuning, ``nnx.LoRAParam`` for LoRA: the optimiser state then holds only those). Parameters stay in their ``param_dtype``
-(float32 master weights) while the model computes in its ``dtype`` (e.g. bfloat16).
+full fine-tuning, ``nnx.LoRAParam`` for LoRA: the optimiser state then holds only those).
+Parameters stay in their ``param_dtype`` (float32 master weights) while the model computes in its
+``dtype`` (e.g. bfloat16).
 
 The step donates the parameter and optimiser buffers: after the first step, read the model
 through ``trainer.model`` (the module passed in holds the donated arrays).
