@@ -51,6 +51,7 @@ TINY_DEFAULTS = dict(seq=64, batch=1, steps=2, warmup=1, compute_dtype="float32"
                      attention="xla", prompt=16, new_tokens=8)
 # Per compute dtype: loss and grad-norm relative diffs, max |param diff| (None: not checked),
 # fraction of sign flips, top-2 logit gap that counts as a near-tie in generation.
+SCALING_TARGETS = {"full": ("fsdp", 0.8), "lora": ("data", 0.9)}  # issue 16
 TOLERANCES = {"float32": dict(loss=1e-5, grad_norm=1e-4, params=1e-6, flips=0.0, tie=1e-4),
               "bfloat16": dict(loss=2e-3, grad_norm=2e-2, params=None, flips=1e-2, tie=6e-2)}
 
@@ -311,32 +312,23 @@ def child_env(tiny: bool) -> dict:
 
 
 def _fmt_bytes(x) -> str:
-  return "n/a" if x is None else f"{x / 2**30:.2f} GiB" if x >= 2**28 else f"{x / 2**20:.1f} MiB"
+  if x is None:
+    return "n/a"
+  scale, unit = next((s, u) for s, u in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB"), (1, "B"))
+                     if abs(x) >= s / 4 or u == "B")
+  return f"{x / scale:.2f} {unit}"
 
 
-def markdown(result: dict) -> str:
-  env, a = result["environment"], result["args"]
-  cfg = TINY if a["tiny"] else LLAMA_1B
-  n = env["devices"]
-  lines = [f"## multi_gpu{' (tiny, CPU)' if a['tiny'] else ''}", "",
-           f"{result['date']} · {n} × {env['device']} · jax {env['jax']}, flax {env['flax']}, "
-           f"optax {env['optax']}, Python {env['python']}",
-           f"Command: `{result['command']}`",
-           f"Model: LLaMA-3.2-1B shape{' (tiny: hidden 64, 2 layers, vocab 256)' if a['tiny'] else ''}"
-           f" (hidden {cfg['hidden_size']}, {cfg['num_hidden_layers']} layers, "
-           f"{cfg['num_attention_heads']} q / {cfg['num_key_value_heads']} kv heads, vocab "
-           f"{cfg['vocab_size']}, tied, llama3 RoPE scaling), random weights; {a['compute_dtype']} "
-           f"compute, float32 master weights, seq {a['seq']}, per-GPU batch {a['batch']}, global "
-           f"batch {n * a['batch']}; attention `{a['attention']}`; median of {a['steps']} steps "
-           f"after {a['warmup']} warm-up (the first is the compared step).", "",
-           "| mode | setting | devices | batch | step (ms) | tokens/s | tokens/s per GPU | "
+def _train_lines(result: dict) -> list[str]:
+  lines = ["| mode | setting | devices | batch | step (ms) | tokens/s | tokens/s per GPU | "
            "efficiency | loss rel diff | grad-norm rel diff | params max abs diff | flips | "
            "equal |", "|" + "---|" * 13]
-  for mode in result.get("train", {}).values():
-    if "error" in mode:
-      lines.append(f"| error: {mode['error']} |" + " |" * 12)
+  notes = []
+  for mode, out in result["train"].items():
+    if "error" in out:
+      lines.append(f"| {mode} | error: {out['error']} |" + " |" * 11)
       continue
-    for r in mode["rows"]:
+    for r in out["rows"]:
       c = r.get("check")
       checks = (f"{c['loss_rel_diff']:.1e} | {c['grad_norm_rel_diff']:.1e} | "
                 f"{c['params_max_abs_diff']:.1e} | {c['flip_fraction']:.1e} | "
@@ -344,31 +336,69 @@ def markdown(result: dict) -> str:
       lines.append(f"| {r['mode']} | {r['setting']} | {r['devices']} | {r['global_batch']} | "
                    f"{1e3 * r['step_s']:.1f} | {r['tokens_per_s']:,.0f} | "
                    f"{r['tokens_per_s_per_gpu']:,.0f} | {100 * r['efficiency']:.1f}% | {checks} |")
-  load = result.get("load")
-  if load and "error" not in load:
-    g = load["generate"]
-    lines += ["", f"Load: {load['shards']} bf16 safetensors shards + index "
-              f"({_fmt_bytes(load['checkpoint_bytes'])}), `load_pretrained(dtype="
-              f"{load['load_dtype']})`, host memory from /proc/self/status and tracemalloc.", "",
-              "| load | devices | time (s) | params on device 0 | host peak RSS Δ | host peak "
-              "anon Δ | numpy peak (tracemalloc) | largest tensor |", "|" + "---|" * 8]
-    for name in ("sharded", "single"):
-      m = load[name]
-      label = load["mesh"] if name == "sharded" else "1 device"
-      lines.append(f"| {label} | {m['devices']} | {m['load_s']:.1f} | "
-                   f"{_fmt_bytes(m['device0_param_bytes'])} | "
-                   f"{_fmt_bytes(m['host_peak_rss_delta_bytes'])} | "
-                   f"{_fmt_bytes(m['host_peak_anon_delta_bytes'])} | "
-                   f"{_fmt_bytes(m['numpy_peak_bytes'])} | {_fmt_bytes(m['largest_tensor_bytes'])} |")
-    tie = (f"; first mismatch row {g['first_mismatch']['row']} token "
-           f"{g['first_mismatch']['position']}, single-device top-2 gap "
-           f"{g['first_mismatch']['top2_gap']:.3g}" if "first_mismatch" in g else "")
-    lines += ["", f"Greedy generate on {load['mesh']} vs 1 device (batch {g['batch']}, prompt "
-              f"{g['prompt_len']}, {g['new_tokens']} new): {g['matching_tokens']}/"
-              f"{g['total_tokens']} tokens equal{tie} — "
-              f"{'passed' if g['passed'] else '**FAILED**'}."]
-  elif load:
-    lines += ["", f"Load: error: {load['error']}"]
+    ref, n = out["rows"][0], out["rows"][-1]["devices"]
+    if ref["peak_gib_so_far"]:  # GPUs report it; CPUs do not
+      notes.append(f"{mode}: peak device memory of the 1-device global-batch reference "
+                   f"{ref['peak_gib_so_far']:.1f} GiB")
+    target = SCALING_TARGETS[mode]
+    eff = next(r["efficiency"] for r in out["rows"] if r["setting"] == f"{target[0]}={n}")
+    notes.append(f"{mode}: {target[0]}={n} efficiency {100 * eff:.1f}% (target >= "
+                 f"{100 * target[1]:.0f}%{'' if n > 1 else ', meaningful for N > 1 only'})")
+  tol = TOLERANCES[result["args"]["compute_dtype"]]
+  notes.append(f"Tolerances ({result['args']['compute_dtype']}): loss rel {tol['loss']:g}, "
+               f"grad-norm rel {tol['grad_norm']:g}, flips (|param diff| > lr/2) <= "
+               f"{tol['flips']:g}" + (f", params max abs <= {tol['params']:g}"
+                                      if tol["params"] is not None else ""))
+  return lines + [""] + [f"- {x}" for x in notes]
+
+
+def _load_lines(load: dict) -> list[str]:
+  if "error" in load:
+    return [f"Load: error: {load['error']}"]
+  g = load["generate"]
+  lines = [f"Load: {load['shards']} bf16 safetensors shards + index "
+           f"({_fmt_bytes(load['checkpoint_bytes'])}), `load_pretrained(dtype={load['load_dtype']})`"
+           "; host memory deltas over the process before the load: peak RSS (VmHWM; includes the "
+           "memory-mapped shard pages), peak anonymous RSS (sampled each ms: host copies), "
+           "tracemalloc peak (numpy).", "",
+           "| load | devices | time (s) | params on device 0 | host peak RSS Δ | host peak anon Δ | "
+           "numpy peak | largest tensor |", "|" + "---|" * 8]
+  for name, label in (("sharded", load["mesh"]), ("single", "1 device")):
+    m = load[name]
+    lines.append(f"| {label} | {m['devices']} | {m['load_s']:.1f} | "
+                 f"{_fmt_bytes(m['device0_param_bytes'])} | "
+                 f"{_fmt_bytes(m['host_peak_rss_delta_bytes'])} | "
+                 f"{_fmt_bytes(m['host_peak_anon_delta_bytes'])} | "
+                 f"{_fmt_bytes(m['numpy_peak_bytes'])} | {_fmt_bytes(m['largest_tensor_bytes'])} |")
+  miss = g.get("first_mismatch")
+  tie = (f"; first mismatch row {miss['row']} token {miss['position']}, single-device top-2 "
+         f"logit gap {miss['top2_gap']:.3g}" if miss else "")
+  return lines + ["", f"Greedy generate on {load['mesh']} vs 1 device (batch {g['batch']}, prompt "
+                  f"{g['prompt_len']}, {g['new_tokens']} new): {g['matching_tokens']}/"
+                  f"{g['total_tokens']} tokens equal{tie} — "
+                  f"{'passed' if g['passed'] else '**FAILED**'}."]
+
+
+def markdown(result: dict) -> str:
+  """A RESULTS.md section: date, device, versions, command, tables."""
+  env, a = result["environment"], result["args"]
+  cfg, n = model_config(argparse.Namespace(**a)), env["devices"]
+  lines = [f"## multi_gpu{' (tiny, CPU)' if a['tiny'] else ''}", "",
+           f"{result['date']} · {n} × {env['device']} · jax {env['jax']}, flax {env['flax']}, "
+           f"optax {env['optax']}, Python {env['python']}",
+           f"Command: `{result['command']}`",
+           f"Model: {'tiny LLaMA' if a['tiny'] else 'LLaMA-3.2-1B shape'} (hidden "
+           f"{cfg['hidden_size']}, layers {cfg['num_hidden_layers']}, "
+           f"{cfg['num_attention_heads']} q / {cfg['num_key_value_heads']} kv heads, MLP "
+           f"{cfg['intermediate_size']}, vocab {cfg['vocab_size']}, tied, llama3 RoPE scaling), "
+           f"random weights; {a['compute_dtype']} compute, float32 master weights, seq {a['seq']}, "
+           f"per-GPU batch {a['batch']}, global batch {n * a['batch']}; attention "
+           f"`{a['attention']}`; step time: median of {a['steps']} steps after {a['warmup']} "
+           "warm-up (the first is the compared step).", ""]
+  if result["train"]:
+    lines += _train_lines(result) + [""]
+  if result.get("load"):
+    lines += _load_lines(result["load"])
   return "\n".join(lines)
 
 
@@ -438,8 +468,8 @@ def main(argv=None) -> dict:
       written = first.get("written", first)
       result["load"] = ({**written, **_run_worker("load", argv + folder, env)}
                         if "error" not in written else written)
-  result["environment"] = result["environment"] or dict.fromkeys(
-      ("device", "devices", "jax", "flax", "optax", "python"), "?")
+  result["environment"] = result["environment"] or dict(
+      dict.fromkeys(("device", "jax", "flax", "optax", "python"), "?"), devices=0)
   result["all_passed"] = all_passed(result)
   os.makedirs(args.out, exist_ok=True)
   path = os.path.join(args.out, "bench_multi_gpu.json")
