@@ -49,9 +49,9 @@ DEFAULTS = dict(seq=2048, batch=4, steps=10, warmup=3, compute_dtype="bfloat16",
                 attention="cudnn", prompt=128, new_tokens=32)
 TINY_DEFAULTS = dict(seq=64, batch=1, steps=2, warmup=1, compute_dtype="float32",
                      attention="xla", prompt=16, new_tokens=8)
+SCALING_TARGETS = {"full": ("fsdp", 0.8), "lora": ("data", 0.9)}  # issue 16
 # Per compute dtype: loss and grad-norm relative diffs, max |param diff| (None: not checked),
 # fraction of sign flips, top-2 logit gap that counts as a near-tie in generation.
-SCALING_TARGETS = {"full": ("fsdp", 0.8), "lora": ("data", 0.9)}  # issue 16
 TOLERANCES = {"float32": dict(loss=1e-5, grad_norm=1e-4, params=1e-6, flips=0.0, tie=1e-4),
               "bfloat16": dict(loss=2e-3, grad_norm=2e-2, params=None, flips=1e-2, tie=6e-2)}
 
@@ -140,27 +140,28 @@ def train_worker(mode: str, args) -> dict:
                    lambda seed, start: iter(()), mesh,
                    config=TrainConfig(steps=10**6, progress=False), trainable=trainable)
 
-  def run(name, mesh, rows: int, ref=None):
+  def run(name, mesh, batch: int, ref=None):
+    """Times one setting; compares its first step with ``ref`` or returns it as the reference."""
     tr = trainer(mesh)
-    data = [{k: v[:rows] for k, v in b.items()} for b in batches]
+    data = [{k: v[:batch] for k, v in b.items()} for b in batches]
     t0 = time.perf_counter()
     metrics = tr.train_step(data[0])
     loss = float(metrics["loss"])
     row = dict(mode=mode, setting=name, devices=1 if mesh is None else mesh.size,
-               global_batch=rows, loss=loss, compile_s=time.perf_counter() - t0)
+               global_batch=batch, loss=loss, compile_s=time.perf_counter() - t0)
     if ref is not None:
       row["check"] = _compare(ref, metrics, tr.params, args)
-    out = (dict(loss=loss, grad_norm=float(metrics["grad_norm"]), params=_host_params(tr.params))
-           if name.endswith("global batch") else None)
+    first = (dict(loss=loss, grad_norm=float(metrics["grad_norm"]),
+                  params=_host_params(tr.params)) if ref is None and batch == global_batch else None)
     step = itertools.count(1)
     row["step_s"] = median_seconds(lambda: tr.train_step(data[next(step) % 4])["loss"],
                                    warmup=args.warmup - 1, iters=args.steps, sync=float)
-    row["tokens_per_s"] = rows * args.seq / row["step_s"]
+    row["tokens_per_s"] = batch * args.seq / row["step_s"]
     row["tokens_per_s_per_gpu"] = row["tokens_per_s"] / row["devices"]
-    row["peak_gib_so_far"] = _peak_gib(n)
+    row["peak_gib_so_far"] = _peak_gib(n)  # of the process: exact for its first run only
     del tr
     gc.collect()
-    return row, out
+    return row, first
 
   ref_row, ref = run("1 device, global batch", None, global_batch)
   anchor = run("1 device, per-GPU batch", None, args.batch)[0] if n > 1 else ref_row
@@ -337,7 +338,7 @@ def _train_lines(result: dict) -> list[str]:
                    f"{1e3 * r['step_s']:.1f} | {r['tokens_per_s']:,.0f} | "
                    f"{r['tokens_per_s_per_gpu']:,.0f} | {100 * r['efficiency']:.1f}% | {checks} |")
     ref, n = out["rows"][0], out["rows"][-1]["devices"]
-    if ref["peak_gib_so_far"]:  # GPUs report it; CPUs do not
+    if ref["peak_gib_so_far"] and not notes:  # GPUs report it; exact for the process's first run
       notes.append(f"{mode}: peak device memory of the 1-device global-batch reference "
                    f"{ref['peak_gib_so_far']:.1f} GiB")
     target = SCALING_TARGETS[mode]
