@@ -18,11 +18,12 @@ import time
 
 import numpy as np
 
+from conftest import assert_rel_close
 from jaxvlm.tools import compare_checkpoints
 
 WORKER = pathlib.Path(__file__).resolve().parent / "multiprocess_worker.py"
 TIMEOUT_S = 240  # a hung collective fails the test instead of blocking CI
-ATOL = 1e-6  # parameters are O(0.1-1); a float32 ulp at 1.0 is 1.2e-7
+RTOL = 1e-5  # of each array's largest entry (observed: 1.0e-6 at most, embedding rows)
 
 
 def _free_port() -> int:
@@ -68,8 +69,8 @@ def test_two_processes_equal_one_process(tmp_path):
   assert sorted(a.files) == sorted(b.files)
   assert len(a["loss"]) == 3
   np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-6)
-  for name in a.files:
-    np.testing.assert_allclose(a[name], b[name], rtol=0, atol=ATOL, err_msg=name)
+  for name in a.files:  # parameters, and the checkpoint's parameters, Adam moments, counts, rng
+    assert_rel_close(a[name], b[name], RTOL, name)
   # The checkpoint holds the trained parameters (restored on the mesh, exactly) and the optimiser
   # state; read as numpy here, both runs' files agree as well.
   params = [k for k in a.files if k != "loss" and not k.startswith("ckpt/")]
@@ -79,8 +80,9 @@ def test_two_processes_equal_one_process(tmp_path):
   files = [compare_checkpoints.load_params(str(d / "run" / "checkpoints")) for d in (multi, single)]
   for k, v in files[0].items():
     np.testing.assert_array_equal(v, a[f"ckpt/params.{k}"])
-  report = compare_checkpoints.compare(*files)["overall"]
-  assert report["num_params"] == len(params) and report["max_abs_diff"] <= ATOL
-  print(f"loss {a['loss']} (max diff {np.abs(a['loss'] - b['loss']).max():.1e}); "
-        f"parameters max abs diff {report['max_abs_diff']:.1e}, "
-        f"{report['n_differ']} / {report['num_elements']} elements differ")
+  report = compare_checkpoints.compare(*files)
+  overall, worst = report["overall"], max(r["relative_diff"] for r in report["params"])
+  assert overall["num_params"] == len(params) and worst <= RTOL
+  print(f"loss {a['loss']} (max diff {np.abs(a['loss'] - b['loss']).max():.1e}); checkpoint "
+        f"parameters: max abs diff {overall['max_abs_diff']:.1e}, max relative {worst:.1e}, "
+        f"{overall['n_differ']} / {overall['num_elements']} elements differ")
