@@ -18,11 +18,14 @@ ms (private copies: a full host copy would show here) and the tracemalloc peak (
 Then greedy ``generate`` on the mesh vs one device: equal tokens, or a first mismatch where the
 single-device top-2 logit gap is within rounding (a near-tie, reported).
 
-Each part runs in its own subprocess (fresh device memory and host peak); this process imports
-no jax. ``--tiny``: a tiny LLaMA (same structure and RoPE scaling), seq 64, float32 compute, on
-CPU with 8 simulated devices (what CI runs). NCCL is left at its defaults.
+Training (both modes, then the checkpoint write) runs in one subprocess, the load in a fresh one
+(its host peak); this process imports no jax. ``--tiny``: a tiny LLaMA (same structure and
+RoPE scaling), seq 64, float32 compute, on CPU with 8 simulated devices, XLA's CPU backend at
+optimisation level 0 (compile time; the tiny run checks equality, its timings mean nothing); CI
+runs it. NCCL is left at its defaults.
 
   PYTHONPATH=. python benchmarks/bench_multi_gpu.py --out DIR [--batch 4] [--devices N]
+      [--parts full,lora,load]
 """
 
 from __future__ import annotations
@@ -151,8 +154,10 @@ def train_worker(mode: str, args) -> dict:
                global_batch=batch, loss=loss, compile_s=time.perf_counter() - t0)
     if ref is not None:
       row["check"] = _compare(ref, metrics, tr.params, args)
-    first = (dict(loss=loss, grad_norm=float(metrics["grad_norm"]),
-                  params=_host_params(tr.params)) if ref is None and batch == global_batch else None)
+    first = None
+    if ref is None and batch == global_batch:
+      first = dict(loss=loss, grad_norm=float(metrics["grad_norm"]),
+                   params=_host_params(tr.params))
     step = itertools.count(1)
     row["step_s"] = median_seconds(lambda: tr.train_step(data[next(step) % 4])["loss"],
                                    warmup=args.warmup - 1, iters=args.steps, sync=float)
@@ -358,12 +363,13 @@ def _load_lines(load: dict) -> list[str]:
     return [f"Load: error: {load['error']}"]
   g = load["generate"]
   lines = [f"Load: {load['shards']} bf16 safetensors shards + index "
-           f"({_fmt_bytes(load['checkpoint_bytes'])}), `load_pretrained(dtype={load['load_dtype']})`"
+           f"({_fmt_bytes(load['checkpoint_bytes'])}), "
+           f"`load_pretrained(dtype={load['load_dtype']})`"
            "; host memory deltas over the process before the load: peak RSS (VmHWM; includes the "
            "memory-mapped shard pages), peak anonymous RSS (sampled each ms: host copies), "
            "tracemalloc peak (numpy).", "",
-           "| load | devices | time (s) | params on device 0 | host peak RSS Δ | host peak anon Δ | "
-           "numpy peak | largest tensor |", "|" + "---|" * 8]
+           "| load | devices | time (s) | params on device 0 | host peak RSS Δ | "
+           "host peak anon Δ | numpy peak | largest tensor |", "|" + "---|" * 8]
   for name, label in (("sharded", load["mesh"]), ("single", "1 device")):
     m = load[name]
     lines.append(f"| {label} | {m['devices']} | {m['load_s']:.1f} | "
@@ -417,10 +423,15 @@ def parse_args(argv=None):
   p.add_argument("--tiny", action="store_true", help="tiny model on 8 simulated CPU devices")
   p.add_argument("--devices", type=int, default=0, help="devices to use (default: all)")
   p.add_argument("--parts", default="full,lora,load", help="subset of full,lora,load")
+  what = dict(seq="sequence length", batch="per-GPU batch", steps="timed steps",
+              warmup="warm-up steps, the compared first step included",
+              compute_dtype="training compute dtype", attention="attention_impl for training",
+              prompt="generate: prompt length", new_tokens="generate: new tokens")
   for name, value in DEFAULTS.items():
     p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=None,
-                   help=f"default {value} ({TINY_DEFAULTS[name]} with --tiny)")
-  p.add_argument("--load-dtype", default="bfloat16", help="dtype of load_pretrained (part b)")
+                   help=f"{what[name]}: {value} ({TINY_DEFAULTS[name]} with --tiny)")
+  p.add_argument("--load-dtype", default="bfloat16",
+                 help="load_pretrained dtype (with --tiny: the compute dtype)")
   p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
   p.add_argument("--folder", default=None, help=argparse.SUPPRESS)
   args = p.parse_args(argv)
@@ -433,7 +444,7 @@ def parse_args(argv=None):
 
 
 def worker_main(args) -> dict:
-  """``train``: the training modes, then (for ``load``) the checkpoint folder; ``load``: part (b)."""
+  """``train``: the training modes, then (for ``load``) the checkpoint; ``load``: part (b)."""
   if args.worker == "load":
     return load_worker(args, args.folder)
   out = dict(train={}, environment=environment(args))
