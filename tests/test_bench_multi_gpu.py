@@ -1,6 +1,10 @@
 """benchmarks/bench_multi_gpu.py --tiny on 8 simulated CPU devices: checks pass, JSON complete."""
 
+import argparse
 import json
+
+import numpy as np
+import pytest
 
 from benchmarks import bench_multi_gpu
 
@@ -34,3 +38,17 @@ def test_tiny_run_passes_every_check(tmp_path, capsys):
   assert sharded["device0_param_bytes"] < single["device0_param_bytes"] / 4
   out = capsys.readouterr().out
   assert "| full | fsdp=8 | 8 | 8 |" in out and "tokens equal" in out
+
+
+def test_compare_fails_on_a_changed_loss_or_flipped_update():
+  ref = {"loss": 2.0, "grad_norm": 1.0, "params": {"['w']": np.zeros((4, 4), np.float32)}}
+  args = argparse.Namespace(compute_dtype="float32")
+  metrics = {"loss": 2.0, "grad_norm": 1.0}
+  assert bench_multi_gpu._compare(ref, metrics, {"w": np.zeros((4, 4), np.float32)}, args)["passed"]
+  flipped = np.zeros((4, 4), np.float32)
+  flipped[1, 2] = 2 * bench_multi_gpu.OPT["lr"]  # one update of the opposite sign
+  out = bench_multi_gpu._compare(ref, metrics, {"w": flipped}, args)
+  assert not out["passed"] and out["flip_fraction"] == 1 / 16
+  out = bench_multi_gpu._compare(ref, {"loss": 2.01, "grad_norm": 1.0},
+                                 {"w": np.zeros((4, 4), np.float32)}, args)
+  assert not out["passed"] and out["loss_rel_diff"] == pytest.approx(0.005)
