@@ -6,8 +6,6 @@ import json
 import os
 from typing import Mapping
 
-from tensorboardX import SummaryWriter
-
 
 class MetricsWriter:
   """Appends ``{"step": s, **scalars}`` to ``<dir>/metrics.jsonl`` and to TensorBoard events.
@@ -25,6 +23,7 @@ class MetricsWriter:
       with open(self.path, "w") as f:
         f.writelines(kept)
     self._file = open(self.path, "a")
+    from tensorboardX import SummaryWriter  # here: importing it imports torch (seconds)
     self._tb = SummaryWriter(os.path.join(directory, "tensorboard"))
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
