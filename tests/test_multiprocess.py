@@ -1,4 +1,4 @@
-"""Two processes × 4 CPU devices (``jax.distributed``, gloo) train exactly like one × 8 devices.
+"""Two processes × 4 CPU devices (``jax.distributed``, gloo) train like one process × 8 devices.
 
 The processes run ``tests/multiprocess_worker.py``: the tiny LLaMA, 3 Trainer steps on a
 (data 2, fsdp 4) mesh, an Orbax checkpoint. Per-step losses, final parameters and every array
