@@ -80,6 +80,14 @@ def _peak_gib(n: int) -> float:
   return max(s.get("peak_bytes_in_use", 0) for s in stats) / 2**30
 
 
+def _device0_bytes(tree) -> int:
+  """Bytes of ``tree``'s arrays held by the first device (sharded: a slice each)."""
+  import jax
+  dev0 = jax.devices()[0]
+  return int(sum(s.data.nbytes for x in jax.tree.leaves(tree) for s in x.addressable_shards
+                 if s.device == dev0))
+
+
 def _host_params(state) -> dict:
   import jax
   import numpy as np
@@ -151,7 +159,8 @@ def train_worker(mode: str, args) -> dict:
     metrics = tr.train_step(data[0])
     loss = float(metrics["loss"])
     row = dict(mode=mode, setting=name, devices=1 if mesh is None else mesh.size,
-               global_batch=batch, loss=loss, compile_s=time.perf_counter() - t0)
+               global_batch=batch, loss=loss, compile_s=time.perf_counter() - t0,
+               device0_param_bytes=_device0_bytes((tr.params, tr.frozen)))
     if ref is not None:
       row["check"] = _compare(ref, metrics, tr.params, args)
     first = None
@@ -235,12 +244,9 @@ def measured_load(folder: str, mesh, dtype: str) -> tuple[object, dict]:
   sampler.running = False
   sampler.join()
   after = _status()
-  dev0 = jax.devices()[0]
   return model, dict(
       load_s=load_s, devices=1 if mesh is None else mesh.size,
-      param_bytes=int(sum(x.nbytes for x in params)),
-      device0_param_bytes=int(sum(s.data.nbytes for x in params for s in x.addressable_shards
-                                  if s.device == dev0)),
+      param_bytes=int(sum(x.nbytes for x in params)), device0_param_bytes=_device0_bytes(params),
       largest_tensor_bytes=int(max(x.nbytes for x in params)),
       host_peak_rss_delta_bytes=after["VmHWM"] - before["VmRSS"] if hwm_reset else None,
       host_peak_anon_delta_bytes=sampler.peak - before["RssAnon"],
@@ -326,13 +332,13 @@ def _fmt_bytes(x) -> str:
 
 
 def _train_lines(result: dict) -> list[str]:
-  lines = ["| mode | setting | devices | batch | step (ms) | tokens/s | tokens/s per GPU | "
-           "efficiency | loss rel diff | grad-norm rel diff | params max abs diff | flips | "
-           "equal |", "|" + "---|" * 13]
+  lines = ["| mode | setting | devices | batch | params on device 0 | step (ms) | tokens/s | "
+           "tokens/s per GPU | efficiency | loss rel diff | grad-norm rel diff | params max abs "
+           "diff | flips | equal |", "|" + "---|" * 14]
   notes = []
   for mode, out in result["train"].items():
     if "error" in out:
-      lines.append(f"| {mode} | error: {out['error']} |" + " |" * 11)
+      lines.append(f"| {mode} | error: {out['error']} |" + " |" * 12)
       continue
     for r in out["rows"]:
       c = r.get("check")
@@ -340,7 +346,8 @@ def _train_lines(result: dict) -> list[str]:
                 f"{c['params_max_abs_diff']:.1e} | {c['flip_fraction']:.1e} | "
                 f"{'yes' if c['passed'] else '**NO**'}") if c else "reference | | | |"
       lines.append(f"| {r['mode']} | {r['setting']} | {r['devices']} | {r['global_batch']} | "
-                   f"{1e3 * r['step_s']:.1f} | {r['tokens_per_s']:,.0f} | "
+                   f"{_fmt_bytes(r['device0_param_bytes'])} | {1e3 * r['step_s']:.1f} | "
+                   f"{r['tokens_per_s']:,.0f} | "
                    f"{r['tokens_per_s_per_gpu']:,.0f} | {100 * r['efficiency']:.1f}% | {checks} |")
     ref, n = out["rows"][0], out["rows"][-1]["devices"]
     if ref["peak_gib_so_far"] and not notes:  # GPUs report it; exact for the process's first run

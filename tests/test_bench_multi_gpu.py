@@ -9,7 +9,7 @@ import pytest
 from benchmarks import bench_multi_gpu
 
 ROW_KEYS = {"mode", "setting", "devices", "global_batch", "loss", "step_s", "tokens_per_s",
-            "tokens_per_s_per_gpu", "efficiency", "compile_s"}
+            "tokens_per_s_per_gpu", "efficiency", "compile_s", "device0_param_bytes"}
 CHECK_KEYS = {"loss_rel_diff", "grad_norm_rel_diff", "params_max_abs_diff", "flip_fraction",
               "passed"}
 MEMORY_KEYS = {"load_s", "devices", "param_bytes", "device0_param_bytes",
@@ -30,6 +30,8 @@ def test_tiny_run_passes_every_check(tmp_path, capsys):
       if r["devices"] == 8:
         assert CHECK_KEYS <= set(r["check"]) and r["check"]["passed"]
         assert r["check"]["params_max_abs_diff"] <= 1e-6 and r["check"]["flip_fraction"] == 0
+    # fsdp=8 holds a slice of the weights on each device, data=8 a replica
+    assert rows[2]["device0_param_bytes"] < rows[3]["device0_param_bytes"] / 4
   load = result["load"]
   assert load["shards"] > 1 and load["generate"]["tokens_equal"]
   sharded, single = load["sharded"], load["single"]
@@ -37,7 +39,7 @@ def test_tiny_run_passes_every_check(tmp_path, capsys):
   # fsdp=8: device 0 holds about an eighth of the weights (norms are replicated)
   assert sharded["device0_param_bytes"] < single["device0_param_bytes"] / 4
   out = capsys.readouterr().out
-  assert "| full | fsdp=8 | 8 | 8 |" in out and "tokens equal" in out
+  assert "| full | fsdp=8 | 8 | 8 | " in out and "tokens equal" in out
 
 
 def test_compare_fails_on_a_changed_loss_or_flipped_update():
