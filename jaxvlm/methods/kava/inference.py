@@ -30,6 +30,7 @@ def latent_generate(model, q_ids, q_mask, prefix_ids: Sequence[int], *, num_late
                     pad_token_id: int = 0) -> tuple[jax.Array, jax.Array]:
   """Greedy answers after M latents refined T times: (tokens ``[B, max_new]``, tokens generated
   per row incl. ``<eos>``); forward passes per row = ``1 + T + count``."""
+  passes.check_latents(num_latents, iterations)
   graphdef, state = nnx.split(model)
   return _latent_jit(graphdef, state, jnp.asarray(q_ids, jnp.int32), jnp.asarray(q_mask, jnp.int32),
                      jnp.asarray(prefix_ids, jnp.int32), num_latents=num_latents,

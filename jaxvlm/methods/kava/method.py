@@ -50,10 +50,7 @@ class KavaConfig:
   def __post_init__(self):
     if self.method not in METHODS:
       raise ConfigError("kava.method", self.method, f"one of {METHODS}")
-    if self.num_latents < 1:
-      raise ConfigError("kava.num_latents", self.num_latents, "an int >= 1 (M)")
-    if self.iterations < 1:
-      raise ConfigError("kava.iterations", self.iterations, "an int >= 1 (T)")
+    passes.check_latents(self.num_latents, self.iterations)
     for name in tuple(self.terms) + tuple(k for k, _ in self.weights):
       if name not in TERMS:
         raise ConfigError("kava.terms", name, f"loss names from {TERMS}")

@@ -25,6 +25,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from jaxvlm.errors import ConfigError
 from jaxvlm.layers.attention import attention, make_mask
 from jaxvlm.layers.rope import apply_rope
 from jaxvlm.methods.kava.rkv import pool_group
@@ -45,6 +46,14 @@ class StudentOut:
   hidden: tuple              # L+1 x [B, 1 + La, H]
   latent_k: tuple            # T x L x [B, M, Hkv, D]
   latent_v: tuple
+
+
+def check_latents(num_latents: int, iterations: int) -> None:
+  """M >= 1 latents and T >= 1 Jacobi iterations, else an error naming the config field."""
+  if num_latents < 1:
+    raise ConfigError("kava.num_latents", num_latents, "an int >= 1 (M)")
+  if iterations < 1:
+    raise ConfigError("kava.iterations", iterations, "an int >= 1 (T)")
 
 
 def positions(mask: jax.Array) -> jax.Array:
@@ -122,6 +131,7 @@ def jacobi(model, cache, emb, pos, start: int, iterations: int, keep_all: bool =
 def student_forward(model, batch: dict, num_latents: int, iterations: int,
                     keep_all: bool = False) -> StudentOut:
   """``Q <bot> z_1..z_M <eot> A`` with T Jacobi iterations (see the module docstring)."""
+  check_latents(num_latents, iterations)
   q_ids, q_mask = jnp.asarray(batch["q_ids"]), jnp.asarray(batch["q_mask"])
   ans_ids, ans_mask = jnp.asarray(batch["ans_ids"]), jnp.asarray(batch["ans_mask"])
   b, lq = q_ids.shape
