@@ -40,6 +40,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.quality.update(train_steps=600, batch_size=64, num_eval=256)
     return c
   if preset == "tiny":
-    c.quality.update(num_eval=32)
+    c.quality.update(num_eval=32, cache_modes=("dual",))
     return c
   raise KeyError(preset)
