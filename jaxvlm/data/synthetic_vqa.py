@@ -15,7 +15,9 @@ Question types (``question_types``):
 * ``label``     "what is the label of the cross?" -> a made-up word from a per-dataset mapping
   class -> word (:func:`label_mapping`, seeded by ``label_seed``; the class is the shape, or
   ``"<color> <shape>"`` with ``label_by="shape_color"``). Nothing in the image or question
-  reveals the word: a model learns it only from same-class demonstrations in context.
+  reveals the word: a model learns it only from same-class demonstrations in context. With
+  ``label_by="shape"`` and one ``label_seed`` the word is a function of the question text
+  (which names the shape), so a model trained on such a split answers it without the image.
 
 Each :class:`VQASample` has the ten answers of the VQA annotation layout: the true answer, with
 a seeded 0..3 of them replaced by a synonym or a wrong answer of the same type (so the official
