@@ -9,7 +9,8 @@ Presets:
         VQA accuracy before / after / with blank images, per question type; a few minutes on
         CPU. The default mix holds only image-dependent types (``label`` with one fixed mapping
         is answerable from the question text) and lr is 1e-3: at 2e-3 the model stays on the
-        answer prior and ignores the image (accuracy with blank images = with images).
+        answer prior and ignores the image (accuracy with blank images = with images). With
+        llava, about 0.56-0.63 with images vs 0.15-0.24 with blank ones (seeds 0, 1).
   hf:   a local HF checkpoint folder + GSM8K jsonl files, LoRA r128 / alpha 32 / dropout 0.1 on
         q,k,v,o (the KAVA setting), bf16 compute with float32 master weights.
 """

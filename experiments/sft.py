@@ -79,6 +79,7 @@ def main_vlm(config: ml_collections.ConfigDict, workdir: str) -> dict:
   summary = {"family": config.model.family, "accuracy_before": before["accuracy"],
              "accuracy_after": after["accuracy"], "accuracy_blank_images": blind["accuracy"],
              "exact_match_after": after["exact_match"], "per_type_after": after["per_type"],
+             "per_type_blank_images": blind["per_type"],
              "loss_first": history[0]["loss"], "loss_last": history[-1]["loss"],
              "steps": history[-1]["step"], "train_seconds": train_seconds,
              "num_test": len(test_set)}

@@ -1,14 +1,19 @@
-"""Tiny-VLM path: tokenizer ids, prompt layout, Qwen2.5-VL patch layout vs HF, SFT smoke run."""
+"""Tiny-VLM path: tokenizer ids, prompt layout, Qwen2.5-VL patch layout vs HF, the preset's
+questions need the image, SFT smoke run."""
 
 import json
 import os
+from collections import Counter, defaultdict
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from jaxvlm import cli
+from jaxvlm.config import load_config
 from jaxvlm.data import synthetic_vqa as sv, vlm_batches
 from jaxvlm.data.tokenizer import CharTokenizer
+from jaxvlm.eval import vqa_accuracy
 from jaxvlm.models import from_config
 from jaxvlm.training import vlm
 
@@ -54,6 +59,25 @@ def test_qwen_patches_match_hf_processor():
   np.testing.assert_array_equal(ours["image_grid_thw"], ref["image_grid_thw"])
 
 
+def _text_only_accuracy(samples) -> float:
+  """VQA accuracy of the best image-blind answerer fitted on ``samples`` themselves: each question
+  text answered by its most common answer (an upper bound for a model that ignores the image)."""
+  by_question = defaultdict(list)
+  for s in samples:
+    by_question[s.question].append(s)
+  return sum(vqa_accuracy(Counter(t.answer for t in group).most_common(1)[0][0], t.answers)
+             for group in by_question.values() for t in group) / len(samples)
+
+
+def test_vlm_tiny_questions_need_the_image():
+  """The preset's mix is far from answerable by text alone; ``label`` (one fixed mapping) is
+  answerable from the question text, which is why the preset leaves it out."""
+  config = load_config(str(Path(__file__).parents[1] / "configs" / "sft.py") + ":vlm_tiny")
+  assert _text_only_accuracy(vlm.synthetic_split(config.data, 400, 0)) < 0.4
+  config.data.question_types = ("label",)
+  assert _text_only_accuracy(vlm.synthetic_split(config.data, 100, 0)) == 1.0
+
+
 def test_vlm_tiny_sft_smoke(tmp_path):
   args = ["run", "--config", "configs/sft.py:vlm_tiny", "--workdir", str(tmp_path),
           "--config.train.steps=3", "--config.train.log_every=1", "--config.data.num_train=32",
@@ -63,6 +87,7 @@ def test_vlm_tiny_sft_smoke(tmp_path):
   metrics = json.loads((tmp_path / "metrics.json").read_text())
   assert metrics["steps"] == 3 and metrics["family"] == "llava"
   assert 0.0 <= metrics["accuracy_after"] <= 1.0
+  assert set(metrics["per_type_blank_images"]) <= {"color", "shape", "count", "position"}
   report = (tmp_path / "report.md").read_text()
   assert "VQA accuracy (held-out)" in report and "blank images" in report
   assert os.path.exists(tmp_path / "loss.png") and os.listdir(tmp_path / "checkpoints")

@@ -3,6 +3,9 @@
 * :func:`tiny_vlm_config` — a small HF config dict for ``llava``, ``internvl_chat`` or
   ``qwen2_5_vl`` over :func:`~jaxvlm.data.vlm_batches.vlm_tokenizer`'s vocabulary; a 32 px image
   gives 16 visual tokens (one per 8 px cell of the default 4 x 4 scene grid) in every family.
+  LLaVA's visual tokens are the tower's embeddings (``vision_feature_layer=0``): each holds only
+  its own cell, and from random init the tiny model learns to read them more reliably than the
+  cell-mixing outputs of the untrained tower layers (which stay in the model for ``-1``/``-2``).
 * :func:`build_tiny_vlm` — the random-init model of a ``configs/sft.py:vlm_tiny``-style config.
 * :func:`vlm_lm_loss` — the Trainer ``loss_fn``: next-token CE on the answer tokens of a
   :func:`~jaxvlm.data.vlm_batches.build_vlm_batch` batch.
@@ -58,7 +61,7 @@ def tiny_vlm_config(family: str, **overrides) -> dict:
                vision_config=dict(vision, model_type="clip_vision_model", patch_size=8,
                                   hidden_act="quick_gelu"),
                text_config=dict(_text(vocab), model_type="llama"), image_token_index=image,
-               vision_feature_layer=-1, vision_feature_select_strategy="default",
+               vision_feature_layer=0, vision_feature_select_strategy="default",
                projector_hidden_act="gelu", tie_word_embeddings=False)
   elif family == "internvl_chat":
     cfg = dict(model_type="internvl_chat", architectures=["InternVLChatModel"],
