@@ -10,7 +10,7 @@ Presets:
         CPU. The default mix holds only image-dependent types (``label`` with one fixed mapping
         is answerable from the question text) and lr is 1e-3: at 2e-3 the model stays on the
         answer prior and ignores the image (accuracy with blank images = with images). With
-        llava, about 0.56-0.63 with images vs 0.15-0.24 with blank ones (seeds 0, 1).
+        llava, 0.74 / 0.68 with images vs 0.26 / 0.23 with blank ones (seeds 0 / 1), ~2 min.
   hf:   a local HF checkpoint folder + GSM8K jsonl files, LoRA r128 / alpha 32 / dropout 0.1 on
         q,k,v,o (the KAVA setting), bf16 compute with float32 master weights.
 """
@@ -60,7 +60,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         seq_len=0,  # 0 = the longest encoded example
         max_new_tokens=16))
     c.optimizer.update(lr=1e-3, warmup_steps=50)
-    c.train.update(steps=1200, batch_size=32, checkpoint_every=600, eval_batch_size=128)
+    c.train.update(steps=1800, batch_size=32, checkpoint_every=600, eval_batch_size=128)
     return c
   if preset == "hf":
     c.model.path = "/path/to/Llama-3.2-1B-Instruct"
