@@ -38,6 +38,12 @@ def assert_rel_close(ours, ref, rtol: float = 1e-4, where: str = ""):
   assert err <= rtol * scale, f"{where}: max abs err {err:.3e} > {rtol} * {scale:.3e}"
 
 
+def rel_l2(x, ref) -> float:
+  """Relative L2 error ``|x - ref| / |ref|`` in float64 (the GPU kernel criterion)."""
+  x, ref = np.asarray(x, np.float64), np.asarray(ref, np.float64)
+  return float(np.linalg.norm(x - ref) / np.linalg.norm(ref))
+
+
 def perturb_(model, *name_parts: str, scale: float = 0.3):
   """Adds ``scale``·N(0, 1) noise in place to every torch parameter whose name contains one of
   ``name_parts``, moving norms, biases and layer scales away from their constant init."""

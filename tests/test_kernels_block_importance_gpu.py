@@ -10,16 +10,13 @@ import pytest
 from pallas_kernels import backend, block_importance, block_importance_reference
 from pallas_kernels.block_importance.ops import AVAILABLE
 
+from conftest import rel_l2
+
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(jax.default_backend() != "gpu", reason="needs a CUDA GPU")]
 
 # Scores of float32 inputs go through tf32 matrix units; bf16 products are exact in float32.
 TOL = {jnp.float32: 1e-2, jnp.bfloat16: 2e-3}
-
-
-def _rel(x, ref):
-  x, ref = np.asarray(x, np.float64), np.asarray(ref, np.float64)
-  return np.linalg.norm(x - ref) / np.linalg.norm(ref)
 
 
 def test_triton_is_the_gpu_default():
@@ -53,7 +50,7 @@ def test_block_importance_gpu(dtype, s, group, d, blk, causal, segments):
   got = jax.jit(lambda q, k: block_importance(q, k, blk, blk, implementation="triton", **kw))(q, k)
   assert got.shape == want.shape and got.dtype == jnp.float32
   assert np.all(np.isfinite(np.asarray(got)))
-  assert _rel(got, want) < TOL[dtype]
+  assert rel_l2(got, want) < TOL[dtype]
   if causal:  # tiles past the diagonal are skipped and stay exactly 0
     nb = -(-s // blk)
     np.testing.assert_array_equal(np.asarray(got)[..., np.triu_indices(nb, 1)[0],

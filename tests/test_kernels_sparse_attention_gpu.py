@@ -10,16 +10,13 @@ import pytest
 from jaxvlm.errors import ConfigError
 from pallas_kernels import selection_from_scores, sparse_attention, sparse_attention_reference
 
+from conftest import rel_l2
+
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(jax.default_backend() != "gpu", reason="needs a CUDA GPU")]
 
 # tf32 matrix units for float32 land near 3e-4, bf16 operands near 1e-2 (relative L2 error).
 TOL = {jnp.float32: 2e-3, jnp.bfloat16: 2e-2}
-
-
-def _rel(x, ref):
-  x, ref = np.asarray(x, np.float64), np.asarray(ref, np.float64)
-  return np.linalg.norm(x - ref) / np.linalg.norm(ref)
 
 
 @pytest.mark.parametrize("impl,dtype", [("triton", jnp.float32), ("triton", jnp.bfloat16),
@@ -56,9 +53,9 @@ def test_sparse_attention_gpu(impl, dtype, causal, segments, keep, group, d):
   fn = lambda *x: sparse_attention(*x, sel, implementation=impl, **kw)
   out = fn(q, k, v)
   grads = jax.grad(lambda *a: loss(fn, *a), argnums=(0, 1, 2))(q, k, v)
-  assert out.dtype == dtype and _rel(out, ref_out) < TOL[dtype]
+  assert out.dtype == dtype and rel_l2(out, ref_out) < TOL[dtype]
   for g, r in zip(grads, ref_grads):
-    assert np.all(np.isfinite(np.asarray(g, np.float32))) and _rel(g, r) < 2 * TOL[dtype]
+    assert np.all(np.isfinite(np.asarray(g, np.float32))) and rel_l2(g, r) < 2 * TOL[dtype]
 
 
 def test_mosaic_gpu_refuses_what_it_cannot_run():
