@@ -16,6 +16,7 @@ dense attention) and cached_sparse (DualCache + SparseD). Each case is compiled 
 (compile seconds reported apart), then timed; peak memory is the compiled program's arguments +
 temporaries + outputs (``memory_analysis``); tokens are compared with the dense run of the same
 prompt. Cases that run out of memory are recorded as such. Results are rewritten after every case.
+``--select 0.3,0.2`` runs each sparse variant once per SparseD select value (default 0.3).
 
 Run: ``PYTHONPATH=. python benchmarks/bench_diffusion.py`` (writes $OUT/diffusion.json) or
 ``PYTHONPATH=. python benchmarks/bench_diffusion.py --sweep 32768 --variants dense,sparse``
@@ -95,7 +96,7 @@ VARIANTS = ("dense", "sparse", "cached", "cached_sparse")
 
 
 def sweep_plan(graphdef, variant: str, prompt_len: int):
-  """The sampler plan of one sweep variant (SparseD settings as in the 4k run, DualCache)."""
+  """The sampler plan of one sweep variant (SparseD skip and block as in the 4k run, DualCache)."""
   from jaxvlm.generation import block_cache, diffusion
   from jaxvlm.methods.sparse_dllm import sparsed
   cache = block_cache.CacheConfig("dual") if variant.startswith("cached") else None
@@ -107,8 +108,14 @@ def sweep_plan(graphdef, variant: str, prompt_len: int):
   return sparsed.SparseDPlan(graphdef, scfg, cache=cache)
 
 
-def run_sweep(prompts: list[int], variants: list[str]):
-  """Times every (prompt length, variant) case; one JSON rewritten after each."""
+def sweep_cases(variants: list[str], selects: list[float]) -> list[tuple[str, float | None]]:
+  """(variant, select) pairs: each sparse variant once per ``select``, the others once."""
+  return [(v, s) for v in variants
+          for s in (selects if v.endswith("sparse") else [None])]
+
+
+def run_sweep(prompts: list[int], variants: list[str], selects: list[float]):
+  """Times every (prompt length, variant, select) case; one JSON rewritten after each."""
   import jax
   import jax.numpy as jnp
   from flax import nnx
@@ -122,16 +129,17 @@ def run_sweep(prompts: list[int], variants: list[str]):
   graphdef, params = nnx.split(model)
   del model
   importance = rng.gamma(2.0, 1.0, (LLADA_8B["n_layers"], LLADA_8B["n_kv_heads"]))
-  keep = jnp.asarray(keep_ratio.adaptive_keep_ratios(importance, SPARSE["select"], "relative"))
   sample = dict(steps=STEPS, gen_length=GEN, block_length=BLOCK, mask_id=LLADA_8B["mask_token_id"])
   rows, dense_tokens = [], {}
   for plen in prompts:
     prompt = jnp.asarray(rng.integers(0, LLADA_8B["mask_token_id"], (1, plen)), jnp.int32)
-    for variant in variants:
+    for variant, select in sweep_cases(variants, selects):
+      keep = jnp.asarray(keep_ratio.adaptive_keep_ratios(importance, select or SPARSE["select"],
+                                                         "relative"))
       plan = sweep_plan(graphdef, variant, plen)
       run = jax.jit(lambda p, x, st, plan=plan: diffusion.llada_generate(
           plan, p, x, jax.random.key(0), state=st, **sample).tokens)
-      row = dict(prompt=plen, variant=variant)
+      row = dict(prompt=plen, variant=variant, select=select)
       try:
         t0 = time.perf_counter()
         compiled = run.lower(params, prompt, keep).compile()
@@ -161,7 +169,7 @@ def run_sweep(prompts: list[int], variants: list[str]):
       print(row, flush=True)
       rows.append(row)
       write_results("diffusion_sweep", rows)
-  print(markdown_table([{k: r.get(k, "") for k in ("prompt", "variant", "seconds", "tok_s",
+  print(markdown_table([{k: r.get(k, "") for k in ("prompt", "variant", "select", "seconds", "tok_s",
                                                      "speedup_vs_dense", "peak_gib", "compile_s",
                                                      "agreement_with_dense", "error")}
                         for r in rows]))
@@ -255,12 +263,15 @@ if __name__ == "__main__":
                       "4k run against the transformers anchor)")
   parser.add_argument("--variants", default=",".join(VARIANTS),
                       help=f"comma-separated subset of {VARIANTS}")
+  parser.add_argument("--select", default=str(SPARSE["select"]),
+                      help="comma-separated SparseD select values for the sparse variants")
   args = parser.parse_args()
   if args.sweep:
     variants = args.variants.split(",")
     bad = [v for v in variants if v not in VARIANTS]
     if bad:
       parser.error(f"--variants: {bad} not in {VARIANTS}")
-    run_sweep([int(p) for p in args.sweep.split(",")], variants)
+    run_sweep([int(p) for p in args.sweep.split(",")], variants,
+              [float(x) for x in args.select.split(",")])
   else:
     main()
