@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 import jax
 import ml_collections
 import numpy as np
+from flax import nnx
 
 from jaxvlm import models
 from jaxvlm.data import sft, synthetic_vqa, vlm_batches
@@ -127,13 +128,15 @@ def vqa_batch_factory(config: ml_collections.ConfigDict, tokenizer: CharTokenize
 def train_tiny_vlm(config: ml_collections.ConfigDict, workdir: str, *,
                    loss_fn: Callable | None = None,
                    batch_fn: Callable[[Any, CharTokenizer, Any], BatchFactory] | None = None,
-                   model=None) -> tuple[Any, CharTokenizer, list[dict]]:
+                   model=None, trainable: Any = nnx.Param
+                   ) -> tuple[Any, CharTokenizer, list[dict]]:
   """(trained model, tokenizer, logged history) for ``config`` (a ``vlm_tiny``-style SFT config).
 
   ``workdir`` caches the run (``checkpoints/``, ``metrics.jsonl``): a finished run is loaded, a
   partial one resumes. ``loss_fn`` (default :func:`vlm_lm_loss`), ``batch_fn(config, tokenizer,
   model) -> factory`` (default :func:`vqa_batch_factory`) and ``model`` (default
-  :func:`build_tiny_vlm`; e.g. a method's wrapped model) replace the defaults.
+  :func:`build_tiny_vlm`; e.g. a method's wrapped model) replace the defaults; ``trainable`` is
+  the Trainer's parameter filter (e.g. LoRA adapters plus a method's heads).
   """
   mesh, rules = make_mesh(config.mesh), get_rules(config.mesh.rules)
   tokenizer = vlm_batches.vlm_tokenizer()
@@ -145,7 +148,7 @@ def train_tiny_vlm(config: ml_collections.ConfigDict, workdir: str, *,
       config=TrainConfig(steps=t.steps, seed=config.seed, grad_accum=t.grad_accum,
                          log_every=t.log_every, checkpoint_every=t.checkpoint_every,
                          keep_checkpoints=t.keep_checkpoints),
-      rules=rules, workdir=workdir,
+      rules=rules, trainable=trainable, workdir=workdir,
       arch_config={"model": _plain(config.model)}, run_config=config.to_dict())
   history = trainer.train(resume=True)
   if not history:  # loaded a finished run: its history is on disk
