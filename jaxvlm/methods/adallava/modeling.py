@@ -242,12 +242,14 @@ def _visual_scores(model: AdaLlava, pixel_values, budget):
 
 
 def budget_inputs(model: AdaLlava, input_ids, attention_mask, pixel_values, budget, *,
-                  num_keep=None, implementation: str | None = None) -> BudgetInputs:
+                  num_keep=None, implementation: str | None = None,
+                  length: int | None = None) -> BudgetInputs:
   """Visual features -> controller scores -> top-K per row (``select_tokens``) -> the prompt
   shortened by ``keep_visual_tokens`` (ids, mask, positions together) -> latency token inserted.
 
   ``budget``: scalar or ``[B]`` in ``(0, 1]``; ``num_keep`` overrides ``K`` (int or ``[B]``,
-  ``1..N``). One image per row.
+  ``1..N``). One image per row. ``length`` left-pads the result to a fixed length (one compiled
+  ``generate`` for every batch of a budget).
   """
   ids = np.asarray(jax.device_get(input_ids))
   b = ids.shape[0]
@@ -269,8 +271,12 @@ def budget_inputs(model: AdaLlava, input_ids, attention_mask, pixel_values, budg
   kept = sel.features.reshape(-1, feats.shape[-1])[rows]
   ins = mm.insert_token(pruned.input_ids, pruned.attention_mask, model.config.latency_token_id,
                         after_id=model.image_token_id)
-  return BudgetInputs(ins.input_ids, ins.attention_mask, ins.position_ids, kept, budget,
-                      np.asarray(k, np.int32))
+  arrays = [ins.input_ids, ins.attention_mask, ins.position_ids]
+  if length is not None:
+    if length < arrays[0].shape[1]:
+      raise ConfigError("length", length, f">= {arrays[0].shape[1]} (the budgeted prompt length)")
+    arrays = [np.pad(a, ((0, 0), (length - a.shape[1], 0))) for a in arrays]
+  return BudgetInputs(*arrays, kept, budget, np.asarray(k, np.int32))
 
 
 @nnx.jit

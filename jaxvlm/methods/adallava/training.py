@@ -1,0 +1,118 @@
+"""Budget-sampled training of :class:`AdaLlava` on the one Trainer (LM loss only).
+
+* :func:`sample_budget` — per batch, a layer count uniform over the achievable ones
+  (``prefix .. L``), then a budget uniform over the budgets that give it, so the controller sees
+  budgets all over ``[min_budget, 1]``.
+* :func:`batch_factory` — the shared synthetic VQA batches (:func:`jaxvlm.training.vlm.
+  vqa_batch_factory`) with the latency token inserted after the image tokens
+  (:func:`jaxvlm.models.multimodal.insert_token`, the loss mask shifted with it) and ``budget [B]``.
+* :func:`loss_fn` — Gumbel top-K over the visual tokens (straight-through: kept features are
+  multiplied by the mask, dropped ones leave the attention mask and the positions are renumbered
+  as at inference), Gumbel top-k over the layers (every layer computed, gated), next-token CE.
+* :func:`trainable_filter` — ``lora`` (adapters + AdaLLaVA heads), ``full`` or ``heads``.
+* :func:`check_checkpoint` — a Trainer checkpoint must hold the scheduler, controller and
+  latency encoder before a budget run loads it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxvlm.data import vlm_batches
+from jaxvlm.errors import CheckpointError, ConfigError
+from jaxvlm.models import multimodal as mm
+from jaxvlm.training.checkpoint import Checkpointer, flatten
+from jaxvlm.training.losses import lm_loss_from_logits
+from jaxvlm.training.vlm import vqa_batch_factory
+
+HEADS = ("latency_encoder", "scheduler", "controller")
+TRAINABLE = ("lora", "full", "heads")
+
+
+def sample_budget(rng: np.random.Generator, num_layers: int, prefix: int,
+                  min_budget: float) -> float:
+  """A layer count ``c`` uniform over ``prefix .. L``, then ``b`` uniform in ``[c / L, (c + 1) /
+  L)`` (``[min_budget, (prefix + 1) / L)`` for ``c = prefix``, ``b = 1`` for ``c = L``)."""
+  c = int(rng.integers(prefix, num_layers + 1))
+  if c == num_layers:
+    return 1.0
+  low = min_budget if c == prefix else c / num_layers
+  return float(rng.uniform(low, (c + 1) / num_layers - 1e-3))
+
+
+def batch_factory(config, tokenizer, model):
+  """``batch_fn`` for :func:`jaxvlm.training.vlm.train_tiny_vlm` (``model``: an AdaLlava)."""
+  base = vqa_batch_factory(config, tokenizer, model.vlm)
+  ada = config.model.adallava
+  lat, img = ada.latency_token_id, model.image_token_id
+
+  def factory(seed: int, start_step: int):
+    for step, batch in enumerate(base(seed, start_step), start_step):
+      ins = mm.insert_token(batch["input_ids"], batch["attention_mask"], lat, after_id=img,
+                            extra={"loss_mask": batch["loss_mask"]})
+      b = sample_budget(np.random.default_rng([seed, step]), model.num_layers,
+                        model.config.prefix_layers, ada.min_budget)
+      yield {**batch, "input_ids": ins.input_ids, "attention_mask": ins.attention_mask,
+             "loss_mask": ins.extra["loss_mask"],
+             "budget": np.full((len(ins.input_ids),), b, np.float32)}
+  return factory
+
+
+def loss_fn(model, batch: dict, rng: jax.Array) -> tuple[jax.Array, dict]:
+  """Next-token CE on the answers of a :func:`batch_factory` batch under its budgets."""
+  k_tokens, k_layers = jax.random.split(rng)
+  ids, budget = jnp.asarray(batch["input_ids"]), jnp.asarray(batch["budget"])
+  pixels = vlm_batches.model_inputs(model.vlm, batch)["pixel_values"]
+  feats = model.vlm.get_image_features(pixels)  # [B, N, H]
+  latency = model.latency_encoder(budget)
+  keep = model.keep_tokens(model.controller(feats, latency), budget, rng=k_tokens)  # [B, N]
+  emb = model.embed_inputs(ids, (feats * keep[..., None].astype(feats.dtype)).reshape(
+      -1, feats.shape[-1]), latency)
+  is_image = ids == model.image_token_id
+  slot = jnp.clip(jnp.cumsum(is_image, axis=1) - 1, 0, keep.shape[1] - 1)
+  kept = jnp.take_along_axis(jax.lax.stop_gradient(keep), slot, axis=1) > 0.5
+  mask = jnp.asarray(batch["attention_mask"]) * jnp.where(is_image, kept, True)
+  positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+  out = model(inputs_embeds=emb, attention_mask=mask, position_ids=positions, budget=budget,
+              latency_index=model.latency_index(ids), rng=k_layers, train=True)
+  loss, aux = lm_loss_from_logits(out.logits, batch)
+  return loss, {**aux, "budget": budget.mean(), "visual_kept": keep.sum(1).mean()}
+
+
+def trainable_filter(mode: str):
+  """Parameters the fine-tune updates: ``lora`` = LoRA adapters + the AdaLLaVA heads, ``full`` =
+  every parameter, ``heads`` = the AdaLLaVA heads only."""
+  heads = nnx.All(nnx.Param, nnx.Any(*(nnx.PathContains(h) for h in HEADS)))
+  if mode == "lora":
+    return nnx.Any(nnx.LoRAParam, heads)
+  if mode == "full":
+    return nnx.Param
+  if mode == "heads":
+    return heads
+  raise ConfigError("model.adallava.trainable", mode, f"one of {TRAINABLE}")
+
+
+def check_checkpoint(directory: str, field: str = "adallava.checkpoint") -> None:
+  """Raises ``CheckpointError`` naming ``field`` when the latest Trainer checkpoint in
+  ``directory`` (a run folder or its ``checkpoints/``) lacks a scheduler, controller or latency
+  encoder (e.g. a base VLM checkpoint given to a budget run)."""
+  ckpt = os.path.join(directory, "checkpoints")
+  ckpt = ckpt if os.path.isdir(ckpt) else directory
+  if not os.path.isdir(ckpt):
+    raise CheckpointError(f"{field}: got {directory!r}, expected a Trainer run folder")
+  manager = Checkpointer(ckpt, async_save=False)
+  step = manager.latest_step()
+  if step is None:
+    raise CheckpointError(f"{field}: got {directory!r}, expected a folder with a checkpoint")
+  meta = manager.manager.item_metadata(step)["state"]
+  names = set(flatten(dict(meta)["params"])[0])
+  missing = [h for h in HEADS if not any(n.startswith(h + ".") for n in names)]
+  if missing:
+    raise CheckpointError(f"{field}: got {directory!r} (step {step}) without the AdaLLaVA "
+                          f"{', '.join(missing)} parameters, expected an AdaLLaVA checkpoint "
+                          "(a budget run needs the scheduler head)")
