@@ -1,13 +1,19 @@
 """Guide importance: attention of the query tokens onto the visual tokens, summed over layers,
-heads and queries (SGL), and the top-``int(N * prune_ratio)`` selection through select_tokens."""
+heads and queries (SGL), from attention maps or map-free (:func:`visual_importance`), and the
+top-``int(N * prune_ratio)`` selection through select_tokens."""
 
 from __future__ import annotations
 
+import functools
+
+import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 import pallas_kernels
-from jaxvlm.errors import ConfigError
+from jaxvlm.errors import ConfigError, ShapeError
+from jaxvlm.layers.attention import attention
 
 
 def importance_from_attentions(attentions, query_mask, visual_mask) -> jnp.ndarray:
@@ -39,3 +45,55 @@ def select_visual(importance, prune_ratio: float) -> jnp.ndarray:
   imp = jnp.asarray(importance, jnp.float32)
   k = num_kept(imp.shape[1], prune_ratio)
   return pallas_kernels.select_tokens(imp, imp[..., None], k).indices
+
+
+def _row_indices(mask) -> tuple[np.ndarray, np.ndarray]:
+  """``(index [B, n], valid [B, n])``: each row's True positions first (n = the largest count)."""
+  mask = np.asarray(jax.device_get(mask)).astype(bool)
+  n = max(int(mask.sum(1).max(initial=0)), 1)
+  order = np.argsort(~mask, axis=1, kind="stable")[:, :n]
+  return order.astype(np.int32), np.take_along_axis(mask, order, 1)
+
+
+def visual_importance(model, input_ids, attention_mask, query_mask, visual_mask,
+                      **model_kwargs) -> jax.Array:
+  """``[B, N]`` guide importance without attention maps: every layer's attention of only the
+  ``query_mask`` rows over all keys (``[B, H, n_query, S]``, never ``[S, S]``), summed over layers,
+  heads and queries, at the ``visual_mask`` columns (N per row, the same in every row).
+
+  Runs one forward of ``model`` (a :class:`VisionLanguageModel` or :class:`LlamaForCausalLM`;
+  ``model_kwargs``: ``pixel_values`` / ``image_features``) through its ``attention_fn`` hook, with
+  the model's own attention implementation for the outputs. Equals
+  :func:`importance_from_attentions` on the full maps (tested).
+  """
+  q_idx, q_valid = _row_indices(query_mask)
+  v_idx, v_valid = _row_indices(visual_mask)
+  if not v_valid.all():
+    raise ShapeError("visual_mask", np.asarray(visual_mask).sum(1).tolist(),
+                     "the same number of visual tokens in every row")
+  graphdef, state = nnx.split(model)
+  return _importance_jit(graphdef, state, jnp.asarray(input_ids, jnp.int32),
+                         jnp.asarray(attention_mask, jnp.int32), jnp.asarray(q_idx),
+                         jnp.asarray(q_valid), jnp.asarray(v_idx), model_kwargs)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _importance_jit(graphdef, state, input_ids, attention_mask, q_idx, q_valid, v_idx, kwargs):
+  model = nnx.merge(graphdef, state)
+  lm_cfg = getattr(model.config, "text", model.config)
+  parts = []
+
+  def attention_fn(q, k, v, mask, layer):
+    del layer
+    out, _ = attention(q, k, v, mask, implementation=lm_cfg.attention_impl, causal=lm_cfg.causal)
+    qs = jnp.take_along_axis(q, q_idx[:, :, None, None], axis=1)
+    m = jnp.broadcast_to(mask, (q.shape[0], mask.shape[1], q.shape[1], k.shape[1]))
+    ms = jnp.take_along_axis(m, q_idx[:, None, :, None], axis=2)
+    _, probs = attention(qs, k, v, ms, return_probs=True)  # [B, H, n_query, S]
+    mass = jnp.einsum("bhqk,bq->bk", probs, q_valid.astype(jnp.float32))
+    parts.append(jnp.take_along_axis(mass, v_idx, axis=1))
+    return out
+
+  model(input_ids=input_ids, attention_mask=attention_mask, attention_fn=attention_fn,
+        logits_to_keep=1, **kwargs)
+  return sum(parts)

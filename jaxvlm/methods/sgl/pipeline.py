@@ -1,0 +1,246 @@
+"""The SGL pipeline on one batch: shared vision, the guide pass, early exit, pruned decoding.
+
+:func:`guided_batch` — one vision encoding (:func:`shares_vision`: the same tower weights) feeds
+both projectors; the guide generates (answer or CoT), its importance over the visual tokens is
+the map-free attention of its prompt text after the image and of its generated tokens
+(:func:`~jaxvlm.methods.sgl.importance.visual_importance`, teacher-forced on what it generated,
+which for greedy decoding is the attention it had while generating); the large model keeps
+``int(N * prune_ratio)`` visual tokens (``select_tokens``) from layer ``int(L * prune_layer)``
+through the KV-cached ``generate`` (:class:`~jaxvlm.models.multimodal.LayerPrune`, original
+position ids). Early exit: confidence = exp(mean log p) of the guide's generated tokens,
+consistency = the same for its answer teacher-forced with only ``consistency_token_ratio`` of its
+visual tokens (its own top tokens, pruned at layer 0), score = (conf + cons) / 2.
+
+:func:`single_model_batch` — one model alone in a ``reasoning_mode`` (the hybrid checkpoint rows).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxvlm.errors import ShapeError
+from jaxvlm.generation import generate
+from jaxvlm.methods.sgl.importance import prune_layer_index, select_visual, visual_importance
+from jaxvlm.methods.sgl.settings import SGLSettings
+from jaxvlm.models import multimodal as mm
+
+_VISION_FIELDS = ("vision", "vision_feature_layer", "vision_final_norm", "drop_cls",
+                  "downsample_ratio")
+
+
+def shares_vision(a, b) -> bool:
+  """True when two VLMs' vision towers are the same computation: equal vision settings and
+  bit-identical tower weights (compared, not assumed)."""
+  ca, cb = a.config, b.config
+  if any(getattr(ca, f) != getattr(cb, f) for f in _VISION_FIELDS if f != "vision"):
+    return False
+  strip = lambda v: {k: x for k, x in vars(v).items() if k not in ("dtype", "param_dtype")}
+  if strip(ca.vision) != strip(cb.vision):
+    return False
+  la = jax.tree.leaves(nnx.state(a.vision_tower, nnx.Param))
+  lb = jax.tree.leaves(nnx.state(b.vision_tower, nnx.Param))
+  return len(la) == len(lb) and all(
+      x.shape == y.shape and np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _vision_jit(graphdef, state, pixel_values):
+  return nnx.merge(graphdef, state).vision_features(pixel_values)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _project_jit(graphdef, state, features):
+  return nnx.merge(graphdef, state)(features)
+
+
+def vision_features(model, pixel_values) -> jax.Array:
+  return _vision_jit(*nnx.split(model), jnp.asarray(pixel_values))
+
+
+def project(model, features) -> jax.Array:
+  return _project_jit(*nnx.split(model.multi_modal_projector), features)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _token_logprobs_jit(graphdef, state, input_ids, attention_mask, kept, source, target, kwargs):
+  model = nnx.merge(graphdef, state)
+  logits = model(input_ids=input_ids, attention_mask=attention_mask,
+                 prune=mm.LayerPrune(kept, 0), **kwargs).logits
+  rows = jnp.take_along_axis(logits, source[..., None], axis=1)  # [B, T, V]
+  logp = jax.nn.log_softmax(rows, axis=-1)
+  return jnp.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
+
+
+def answer_score(model, input_ids, attention_mask, answer_ids, num_tokens, image_token_id: int,
+                 keep=None, **model_kwargs) -> np.ndarray:
+  """``[B]`` exp(mean log p) of each row's first ``num_tokens[b]`` of ``answer_ids [B, T]``, the
+  last T columns of the sequence (teacher-forced), with only the ``keep`` visual tokens (indices
+  ``[B, K]``; None = all) from layer 0 on. ``input_ids`` marks the visual tokens (the answer
+  columns may hold any id that is not ``image_token_id``)."""
+  ids, mask = np.asarray(input_ids), np.asarray(attention_mask)
+  b, s = ids.shape
+  num_answer = np.asarray(answer_ids).shape[1]
+  if keep is None:
+    n = int(((ids == image_token_id) & (mask > 0)).sum(1).max())
+    keep = np.tile(np.arange(n), (b, 1))
+  kept = mm.keep_visual_tokens(ids, mask, image_token_id, keep).kept_index
+  slot = np.full(ids.shape, -1, np.int64)  # original index -> slot among the kept tokens
+  rows, cols = np.nonzero(kept >= 0)
+  slot[rows, kept[rows, cols]] = cols
+  t = np.arange(num_answer)
+  valid = t[None] < np.asarray(num_tokens)[:, None]
+  source = slot[:, s - num_answer - 1 + t]  # token s - T + t is predicted from the one before
+  if (source[valid] < 0).any():
+    raise ShapeError("num_tokens", np.asarray(num_tokens).tolist(), "answers after kept tokens")
+  lp = np.asarray(_token_logprobs_jit(*nnx.split(model), jnp.asarray(np.maximum(ids, 0)),
+                                      jnp.asarray(mask),
+                                      jnp.asarray(kept), jnp.asarray(np.maximum(source, 0)),
+                                      jnp.asarray(answer_ids, jnp.int32), model_kwargs))
+  return np.exp((lp * valid).sum(1) / np.maximum(valid.sum(1), 1))
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _embed_jit(graphdef, state, prompt_ids, new_tokens, image_features):
+  model = nnx.merge(graphdef, state)
+  prompt = model.embed_inputs(prompt_ids, image_features=image_features)
+  return jnp.concatenate([prompt, model.language_model.model.embed_tokens(new_tokens)], axis=1)
+
+
+def _generate(model, prompter, batch: dict, max_new_tokens: int, **kwargs):
+  out = generate(model, batch["input_ids"], batch["attention_mask"], max_new_tokens,
+                 temperature=0.0, eos_token_id=prompter.eos_token_id,
+                 pad_token_id=prompter.pad_token_id, **kwargs)
+  return np.asarray(out.new_tokens), np.asarray(out.num_generated)
+
+
+def _with_generated(batch: dict, new: np.ndarray, num: np.ndarray, image_token_id: int):
+  """(marker ids, mask, query mask) of prompt + generated tokens. Marker ids are the prompt ids
+  followed by -1 (a generated token is never a visual one, whatever its id); queries are the
+  prompt text after the last image token and every generated token that was fed back (not the
+  last)."""
+  ids, mask = batch["input_ids"], batch["attention_mask"]
+  p = ids.shape[1]
+  t = np.arange(new.shape[1])[None]
+  markers = np.concatenate([ids, np.full(new.shape, -1, ids.dtype)], 1)
+  full = np.concatenate([mask, (t < num[:, None]).astype(np.int32)], 1)
+  pos = np.arange(p + new.shape[1])[None]
+  last_image = np.max(np.where(markers == image_token_id, pos, -1), axis=1, keepdims=True)
+  query = (pos > last_image) & (full > 0) & (pos - p != num[:, None] - 1)
+  return markers, full, query
+
+
+def guide_pass(guide, prompter, samples: Sequence[Any], settings: SGLSettings,
+               features) -> dict:
+  """The guide's generation in its reasoning mode, importance ``[B, N]``, confidence,
+  consistency and score (arrays over the batch) and its answers."""
+  texts = [settings.guide_prompt().format(question=s.question) for s in samples]
+  batch = prompter.batch(samples, texts)
+  image = project(guide, features).reshape(-1, guide.config.text.hidden_size)
+  new, num = _generate(guide, prompter, batch, settings.guide_tokens(), image_features=image)
+  markers, mask, query = _with_generated(batch, new, num, prompter.image_token_id)
+  embeds = _embed_jit(*nnx.split(guide), jnp.asarray(batch["input_ids"]), jnp.asarray(new), image)
+  visual = (markers == prompter.image_token_id) & (mask > 0)
+  importance = np.asarray(visual_importance(guide, np.maximum(markers, 0), mask, query, visual,
+                                            inputs_embeds=embeds))
+  score = functools.partial(answer_score, guide, markers, mask, new, num,
+                            prompter.image_token_id, inputs_embeds=embeds)
+  k = int(importance.shape[1] * settings.consistency_token_ratio)
+  keep = (np.asarray(select_visual(importance, settings.consistency_token_ratio)) if k
+          else np.zeros((len(samples), 0), np.int64))
+  conf, cons = score(), score(keep=keep)
+  return {"importance": importance, "new_tokens": new, "confidence": conf, "consistency": cons,
+          "score": (conf + cons) / 2, "answers": [prompter.decode(r) for r in new]}
+
+
+def _selection(importance: np.ndarray, settings: SGLSettings, step: int) -> np.ndarray:
+  if settings.selection == "random":
+    importance = np.asarray(jax.random.uniform(
+        jax.random.fold_in(jax.random.key(settings.seed), step), importance.shape))
+  return np.asarray(select_visual(importance, settings.prune_ratio))
+
+
+def pruned_generate(decoder, prompter, batch: dict, keep: np.ndarray, settings: SGLSettings,
+                    **vision) -> np.ndarray:
+  """The large model's greedy tokens keeping visual tokens ``keep [B, K]`` from layer
+  ``int(L * prune_layer)`` (KV-cached generate, original position ids)."""
+  pruned = mm.keep_visual_tokens(batch["input_ids"], batch["attention_mask"],
+                                 prompter.image_token_id, keep)
+  layer = prune_layer_index(decoder.config.text.num_hidden_layers, settings.prune_layer)
+  new, _ = _generate(decoder, prompter, batch, settings.max_new_tokens,
+                     prune=mm.LayerPrune(jnp.asarray(pruned.kept_index), layer), **vision)
+  return new
+
+
+def guided_batch(guide, decoder, guide_prompter, decoder_prompter, samples: Sequence[Any],
+                 settings: SGLSettings, *, shared: bool, step: int = 0) -> list[dict]:
+  """Per-sample records of one SGL batch (see the module docstring). ``shared``: the towers are
+  the same (:func:`shares_vision`), so one encoding feeds both projectors."""
+  pixels = guide_prompter.batch(samples, [s.question for s in samples])["pixel_values"]
+  features = vision_features(guide, pixels)
+  g = guide_pass(guide, guide_prompter, samples, settings, features)
+  texts = [settings.answer_prompt.format(question=s.question) for s in samples]
+  if settings.guide_text_mode == "short_rationale":
+    rationale = guide_prompter.batch(
+        samples, [settings.rationale_prompt.format(question=s.question) for s in samples])
+    image = project(guide, features).reshape(-1, guide.config.text.hidden_size)
+    hint, _ = _generate(guide, guide_prompter, rationale, settings.guide_max_new_tokens,
+                        image_features=image)
+    texts = [settings.hint_prompt.format(question=t, hint=decoder_prompter.decode(h))
+             for t, h in zip(texts, hint)]
+  batch = decoder_prompter.batch(samples, texts)
+  if shared:
+    vision = {"image_features": project(decoder, features).reshape(
+        -1, decoder.config.text.hidden_size)}
+  else:
+    vision = {"pixel_values": jnp.asarray(batch["pixel_values"])}
+  n = int((batch["input_ids"][0] == decoder_prompter.image_token_id).sum())
+  if n != g["importance"].shape[1]:
+    raise ShapeError("decoder visual tokens", n, f"{g['importance'].shape[1]} (the guide's)")
+  keep = _selection(g["importance"], settings, step)
+  large = [decoder_prompter.decode(r) for r in pruned_generate(decoder, decoder_prompter, batch,
+                                                               keep, settings, **vision)]
+  threshold = settings.early_exit_threshold
+  records = []
+  for i, s in enumerate(samples):
+    exited = bool(threshold > 0 and g["score"][i] >= threshold)
+    records.append({"question_id": s.question_id, "question": s.question,
+                    "answers": list(s.answers), "small_answer": g["answers"][i],
+                    "large_answer": large[i],
+                    "prediction": g["answers"][i] if exited else large[i], "exited": exited,
+                    "confidence": float(g["confidence"][i]),
+                    "consistency": float(g["consistency"][i]), "score": float(g["score"][i]),
+                    "num_visual": n, "num_kept": int(keep.shape[1]),
+                    "distribution": g["importance"][i].tolist()})
+  return records
+
+
+def single_model_batch(model, prompter, samples: Sequence[Any], settings: SGLSettings,
+                       **unused) -> list[dict]:
+  """One model alone in ``settings.reasoning_mode`` (``normal`` / ``prompt`` / ``two_pass``)."""
+  del unused
+  q = [s.question for s in samples]
+  mode = settings.reasoning_mode
+  if mode == "normal":
+    texts, tokens = [settings.answer_prompt.format(question=x) for x in q], settings.max_new_tokens
+  else:
+    texts = [settings.cot_prompt.format(question=x) for x in q]
+    tokens = settings.guide_max_new_tokens
+  batch = prompter.batch(samples, texts)
+  pixels = {"pixel_values": jnp.asarray(batch["pixel_values"])}
+  new, _ = _generate(model, prompter, batch, tokens, **pixels)
+  out = [prompter.decode(r) for r in new]
+  rationale = out
+  if mode == "two_pass":
+    batch = prompter.batch(samples, [settings.two_pass_prompt.format(question=x, rationale=r)
+                                     for x, r in zip(q, rationale)])
+    new, _ = _generate(model, prompter, batch, settings.max_new_tokens, **pixels)
+    out = [prompter.decode(r) for r in new]
+  return [{"question_id": s.question_id, "question": s.question, "answers": list(s.answers),
+           "prediction": p, **({"rationale": r} if mode == "two_pass" else {})}
+          for s, p, r in zip(samples, out, rationale)]

@@ -1,0 +1,140 @@
+"""Resumable SGL runs over a dataset, their files, and case lists.
+
+:func:`run_samples` runs a batch function (:func:`~jaxvlm.methods.sgl.pipeline.guided_batch` or
+:func:`~jaxvlm.methods.sgl.pipeline.single_model_batch`) over samples grouped by visual-token
+count, writing each finished batch atomically to ``<out>/<name>.parts/`` (a killed run continues
+where it stopped), then:
+
+* ``<name>.json`` — one result per sample (question, answers, prediction, VQA accuracy; guided
+  runs also the guide / large answers, confidence, consistency, score, exit flag);
+* ``<name>.summary.json`` — accuracy, sample count, share of early exits, mean kept tokens;
+* ``<name>_stats.json`` (guided runs) — per-sample normalised guide distributions over the visual
+  tokens and both answers, for :func:`compare_stats` between any two runs.
+
+:func:`match_case_list` checks which loaded dataset a case list (question ids) belongs to.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from collections import defaultdict
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from jaxvlm import io
+from jaxvlm.errors import ConfigError, DataFileError, MissingFileError
+from jaxvlm.eval import vqa_accuracy
+from jaxvlm.methods.sgl.stats import compare_distributions
+
+
+def _load_parts(parts: str) -> dict[int, dict]:
+  done = {}
+  for path in sorted(glob.glob(os.path.join(parts, "*.json"))):
+    with open(path, encoding="utf-8") as f:
+      done.update({r["question_id"]: r for r in json.load(f)})
+  return done
+
+
+def run_samples(name: str, out_dir: str, samples: Sequence[Any],
+                batch_fn: Callable[..., list[dict]], *, batch_size: int,
+                num_visual: Callable[[Any], int], extra: Mapping | None = None) -> dict:
+  """Runs ``batch_fn(samples, step=...)`` over ``samples`` (resuming) and writes the run's files;
+  returns the summary. Batches are padded to ``batch_size`` (one compilation serves all)."""
+  parts = os.path.join(out_dir, f"{name}.parts")
+  done = _load_parts(parts)
+  groups = defaultdict(list)
+  for s in samples:
+    if s.question_id not in done:
+      groups[num_visual(s)].append(s)
+  for group in groups.values():
+    for start in range(0, len(group), batch_size):
+      chunk = group[start:start + batch_size]
+      step = int(chunk[0].question_id)
+      records = batch_fn(chunk + [chunk[-1]] * (batch_size - len(chunk)), step=step)[:len(chunk)]
+      io.write_json(os.path.join(parts, f"{step:012d}.json"), records)
+      done.update({r["question_id"]: r for r in records})
+  results = []
+  for s in samples:
+    r = dict(done[s.question_id])
+    r["accuracy"] = vqa_accuracy(r["prediction"], r["answers"])
+    results.append(r)
+  summary = {"name": name, "n": len(results),
+             "accuracy": float(np.mean([r["accuracy"] for r in results])) if results else 0.0,
+             **(extra or {})}
+  if results and "exited" in results[0]:
+    summary.update(exit_share=float(np.mean([r["exited"] for r in results])),
+                   mean_score=float(np.mean([r["score"] for r in results])),
+                   mean_kept=float(np.mean([r["num_kept"] for r in results])),
+                   num_visual=int(results[0]["num_visual"]))
+    io.write_json(os.path.join(out_dir, f"{name}_stats.json"), {
+        "name": name, "question_ids": [r["question_id"] for r in results],
+        "distributions": [(np.asarray(r["distribution"]) / max(sum(r["distribution"]), 1e-30)
+                           ).tolist() for r in results],
+        "small_answers": [r["small_answer"] for r in results],
+        "large_answers": [r["large_answer"] for r in results]})
+  io.write_json(os.path.join(out_dir, f"{name}.json"),
+                [{k: v for k, v in r.items() if k != "distribution"} for r in results])
+  io.write_json(os.path.join(out_dir, f"{name}.summary.json"), summary)
+  return summary
+
+
+def read_stats(path: str) -> dict:
+  if not os.path.exists(path):
+    raise MissingFileError(path, "SGL stats file")
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def compare_stats(path_p: str, path_q: str, top_k: int = 16) -> dict:
+  """Seed 002 §4 between two runs' ``*_stats.json`` over their common question ids."""
+  a, b = read_stats(path_p), read_stats(path_q)
+  index_b = {q: i for i, q in enumerate(b["question_ids"])}
+  pairs = [(i, index_b[q]) for i, q in enumerate(a["question_ids"]) if q in index_b]
+  if not pairs:
+    raise DataFileError(path_q, f"no question id in common with {path_p}")
+  ia, ib = map(list, zip(*pairs))
+  answers = lambda s, idx: [(s["small_answers"][i], s["large_answers"][i]) for i in idx]
+  return compare_distributions(np.asarray(a["distributions"])[ia],
+                               np.asarray(b["distributions"])[ib], top_k,
+                               answers_p=answers(a, ia), answers_q=answers(b, ib))
+
+
+def read_case_list(path: str) -> list[dict]:
+  """A case list: a JSON list (or ``{"cases": [...]}``) of objects with ``question_id`` (and
+  optionally ``question``)."""
+  if not os.path.exists(path):
+    raise MissingFileError(path, "case list")
+  with open(path, encoding="utf-8") as f:
+    try:
+      data = json.load(f)
+    except json.JSONDecodeError as e:
+      raise DataFileError(path, f"malformed JSON ({e})") from None
+  cases = data.get("cases") if isinstance(data, dict) else data
+  if not isinstance(cases, list) or not all(isinstance(c, dict) and "question_id" in c
+                                            for c in cases):
+    raise DataFileError(path, "expected a list of objects with 'question_id'")
+  return cases
+
+
+def _matches(cases: list[dict], records: Sequence[Any]) -> bool:
+  by_id = {r.question_id: r for r in records}
+  return all(int(c["question_id"]) in by_id and (
+      "question" not in c or c["question"] == by_id[int(c["question_id"])].question)
+      for c in cases)
+
+
+def match_case_list(path: str, datasets: Mapping[str, Sequence[Any]], configured: str) -> list:
+  """The records of dataset ``configured`` named by the case list at ``path``. A list that matches
+  another of ``datasets`` (every question id present, questions equal where given) or none raises
+  ``ConfigError`` naming what it matches."""
+  cases = read_case_list(path)
+  matching = [name for name, records in datasets.items() if _matches(cases, records)]
+  if configured not in matching:
+    found = f"matches {matching}" if matching else "matches no loaded dataset"
+    raise ConfigError("case_list", path, f"a case list of the configured dataset {configured!r} "
+                      f"(it {found}; loaded: {sorted(datasets)})")
+  by_id = {r.question_id: r for r in datasets[configured]}
+  return [by_id[int(c["question_id"])] for c in cases]
