@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare-indices": ("jaxvlm.tools.compare_indices",
                         "compare the ICD index selections of two runs"),
     "parity": ("jaxvlm.tools.parity", "check a local HF checkpoint against transformers"),
+    "sgl": ("jaxvlm.methods.sgl.hybrid", "SGL tools: build-hybrid (InternVL2 vision + another "
+                                          "LM), compare-stats (two runs' guide attention)"),
 }
 
 
