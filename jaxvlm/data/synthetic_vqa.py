@@ -16,6 +16,8 @@ Question types (``question_types``):
   class -> word (:func:`label_mapping`, seeded by ``label_seed``; the class is the shape, or
   ``"<color> <shape>"`` with ``label_by="shape_color"``). Nothing in the image or question
   reveals the word: a model learns it only from same-class demonstrations in context. With
+  ``word_pool=W`` the words come from W fixed ones, each ``label_seed`` another assignment
+  (per-episode mappings for in-context learning, :mod:`jaxvlm.methods.icd.icl`). With
   ``label_by="shape"`` and one ``label_seed`` the word is a function of the question text
   (which names the shape), so a model trained on such a split answers it without the image.
 
@@ -35,6 +37,7 @@ object's cell for ``count``). Sample ``i`` of ``make_vqa_split(n, seed=s)`` depe
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import os
 from collections import Counter
@@ -90,10 +93,27 @@ def label_classes(label_by: str = "shape") -> list[str]:
   raise ConfigError("label_by", label_by, "'shape' or 'shape_color'")
 
 
-def label_mapping(label_seed: int, label_by: str = "shape") -> dict[str, str]:
-  """class -> made-up consonant-vowel-consonant-vowel word, distinct per class, seeded."""
-  words = ["".join(w) for w in itertools.product(_CONSONANTS, _VOWELS, _CONSONANTS, _VOWELS)]
+@functools.lru_cache(maxsize=None)
+def label_words(word_pool: int = 0) -> tuple[str, ...]:
+  """The made-up consonant-vowel-consonant-vowel words labels are drawn from: all of them, or
+  with ``word_pool > 0`` a fixed seeded subset of that many."""
+  words = tuple("".join(w) for w in itertools.product(_CONSONANTS, _VOWELS, _CONSONANTS, _VOWELS))
+  if not word_pool:
+    return words
+  if not 0 < word_pool <= len(words):
+    raise ConfigError("word_pool", word_pool, f"0 (all words) or 1..{len(words)}")
+  return tuple(words[int(i)] for i in np.random.default_rng(11).choice(len(words), word_pool,
+                                                                       replace=False))
+
+
+def label_mapping(label_seed: int, label_by: str = "shape", word_pool: int = 0) -> dict[str, str]:
+  """class -> made-up word (:func:`label_words`), distinct per class, seeded. With a small
+  ``word_pool`` each seed is another assignment of the same few words (per-episode mappings whose
+  word for a class only a same-class demonstration reveals)."""
+  words = label_words(word_pool)
   classes = label_classes(label_by)
+  if len(classes) > len(words):
+    raise ConfigError("word_pool", word_pool, f">= {len(classes)} (one word per class)")
   picks = np.random.default_rng([label_seed, 7]).choice(len(words), len(classes), replace=False)
   return {c: words[int(i)] for c, i in zip(classes, picks)}
 
@@ -207,10 +227,10 @@ def make_sample(index: int, *, seed: int, image_size: int = 32, grid: int = 4,
 def make_vqa_split(num: int, *, seed: int, image_size: int = 32, grid: int = 4,
                    min_objects: int = 1, max_objects: int = 3,
                    question_types: Sequence[str] = QUESTION_TYPES, label_seed: int = 0,
-                   label_by: str = "shape") -> list[VQASample]:
+                   label_by: str = "shape", word_pool: int = 0) -> list[VQASample]:
   """``num`` samples; the same arguments give identical samples (sample i depends on (seed, i))."""
   _check(image_size, grid, min_objects, max_objects, question_types)
-  mapping = label_mapping(label_seed, label_by)
+  mapping = label_mapping(label_seed, label_by, word_pool)
   return [make_sample(i, seed=seed, image_size=image_size, grid=grid, min_objects=min_objects,
                       max_objects=max_objects, question_types=question_types, mapping=mapping,
                       label_by=label_by) for i in range(num)]
