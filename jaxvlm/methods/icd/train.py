@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxvlm.errors import MissingFileError
 from jaxvlm.methods.icd import losses
 from jaxvlm.methods.icd.policy import check_shots, decode, sequence_logp
 from jaxvlm.training import TrainConfig, Trainer
@@ -111,6 +112,20 @@ class PolicyTrainer:
                                       progress=self.progress),
                    workdir=os.path.join(self.workdir, stage), arch_config=self.arch_config,
                    run_config=self.run_config)
+
+  def steps_per_epoch(self, stage: str, n: int, group_size: int = 1) -> int:
+    """Optimiser steps of one epoch over ``n`` queries (GRPO: ``group_size`` rollouts each)."""
+    per_batch = max(self.batch_size // group_size, 1) if stage == "grpo" else self.batch_size
+    return max(n // per_batch, 1)
+
+  def load(self, stage: str, step: int) -> nnx.Module:
+    """The policy of ``stage``'s checkpoint at ``step`` (epoch x :meth:`steps_per_epoch`)."""
+    saved = os.path.join(self.workdir, stage, "checkpoints", str(step))
+    if not os.path.isdir(saved):
+      raise MissingFileError(saved, f"policy checkpoint of stage {stage!r} at step {step}")
+    trainer = self._trainer(stage, supervised_loss_fn, lambda seed, start: iter(()), step, step)
+    trainer.restore(step)
+    return trainer.model
 
   def _run(self, stage, loss_fn, n, make, epochs) -> Trainer:
     factory, per_epoch = epoch_batches(n, self.batch_size, make)
