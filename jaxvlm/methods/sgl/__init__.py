@@ -15,8 +15,8 @@ from jaxvlm.methods.sgl.guide import frozen_tower_loss, with_vision_tower
 from jaxvlm.methods.sgl.hybrid import build_hybrid
 from jaxvlm.methods.sgl.importance import (importance_from_attentions, num_kept, prune_layer_index,
                                            select_visual, visual_importance)
-from jaxvlm.methods.sgl.pipeline import (answer_score, guide_pass, guided_batch, pruned_generate,
-                                         shares_vision, single_model_batch)
+from jaxvlm.methods.sgl.pipeline import (answer_score, guide_on_batch, guide_pass, guided_batch,
+                                         pruned_generate, shares_vision, single_model_batch)
 from jaxvlm.methods.sgl.prompters import InternVL2Prompter, SyntheticPrompter
 from jaxvlm.methods.sgl.runner import compare_stats, match_case_list, run_samples
 from jaxvlm.methods.sgl.settings import SGLSettings, check_tokenizers
@@ -24,7 +24,7 @@ from jaxvlm.methods.sgl.stats import compare_distributions
 
 __all__ = ["InternVL2Prompter", "SGLSettings", "SyntheticPrompter", "answer_score",
            "build_hybrid", "check_tokenizers", "compare_distributions", "compare_stats",
-           "frozen_tower_loss", "guide_pass", "guided_batch", "importance_from_attentions",
-           "match_case_list", "num_kept", "prune_layer_index", "pruned_generate", "run_samples",
+           "frozen_tower_loss", "guide_on_batch", "guide_pass", "guided_batch",
+           "importance_from_attentions", "match_case_list", "num_kept", "prune_layer_index", "pruned_generate", "run_samples",
            "select_visual", "shares_vision", "single_model_batch", "visual_importance",
            "with_vision_tower"]

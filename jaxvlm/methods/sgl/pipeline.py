@@ -135,27 +135,38 @@ def _with_generated(batch: dict, new: np.ndarray, num: np.ndarray, image_token_i
   return markers, full, query
 
 
-def guide_pass(guide, prompter, samples: Sequence[Any], settings: SGLSettings,
-               features) -> dict:
-  """The guide's generation in its reasoning mode, importance ``[B, N]``, confidence,
-  consistency and score (arrays over the batch) and its answers."""
-  texts = [settings.guide_prompt().format(question=s.question) for s in samples]
-  batch = prompter.batch(samples, texts)
-  image = project(guide, features).reshape(-1, guide.config.text.hidden_size)
-  new, num = _generate(guide, prompter, batch, settings.guide_tokens(), image_features=image)
+def guide_on_batch(guide, prompter, batch: dict, image, max_new_tokens: int,
+                   consistency_ratio: float | None = None) -> dict:
+  """The guide's greedy generation on a prompt ``batch`` (projected visual tokens ``image``) and
+  its importance ``[B, N]``; with ``consistency_ratio`` also the early-exit confidence,
+  consistency and score (arrays over the batch)."""
+  new, num = _generate(guide, prompter, batch, max_new_tokens, image_features=image)
   markers, mask, query = _with_generated(batch, new, num, prompter.image_token_id)
   embeds = _embed_jit(*nnx.split(guide), jnp.asarray(batch["input_ids"]), jnp.asarray(new), image)
   visual = (markers == prompter.image_token_id) & (mask > 0)
   importance = np.asarray(visual_importance(guide, np.maximum(markers, 0), mask, query, visual,
                                             inputs_embeds=embeds))
-  score = functools.partial(answer_score, guide, markers, mask, new, num,
-                            prompter.image_token_id, inputs_embeds=embeds)
-  k = int(importance.shape[1] * settings.consistency_token_ratio)
-  keep = (np.asarray(select_visual(importance, settings.consistency_token_ratio)) if k
-          else np.zeros((len(samples), 0), np.int64))
-  conf, cons = score(), score(keep=keep)
-  return {"importance": importance, "new_tokens": new, "confidence": conf, "consistency": cons,
-          "score": (conf + cons) / 2, "answers": [prompter.decode(r) for r in new]}
+  out = {"importance": importance, "new_tokens": new}
+  if consistency_ratio is not None:
+    score = functools.partial(answer_score, guide, markers, mask, new, num,
+                              prompter.image_token_id, inputs_embeds=embeds)
+    k = int(importance.shape[1] * consistency_ratio)
+    keep = (np.asarray(select_visual(importance, consistency_ratio)) if k
+            else np.zeros((new.shape[0], 0), np.int64))
+    conf, cons = score(), score(keep=keep)
+    out.update(confidence=conf, consistency=cons, score=(conf + cons) / 2)
+  return out
+
+
+def guide_pass(guide, prompter, samples: Sequence[Any], settings: SGLSettings,
+               features) -> dict:
+  """:func:`guide_on_batch` on ``samples`` in the guide's reasoning mode, with its answers."""
+  texts = [settings.guide_prompt().format(question=s.question) for s in samples]
+  batch = prompter.batch(samples, texts)
+  image = project(guide, features).reshape(-1, guide.config.text.hidden_size)
+  out = guide_on_batch(guide, prompter, batch, image, settings.guide_tokens(),
+                       settings.consistency_token_ratio)
+  return out | {"answers": [prompter.decode(r) for r in out["new_tokens"]]}
 
 
 def _selection(importance: np.ndarray, settings: SGLSettings, step: int) -> np.ndarray:
