@@ -1,0 +1,74 @@
+"""Smoke test: the KL_BETA comparison (``configs/icd.py:tiny``) end to end, shortened by config
+overrides only; report.md holds every section of seed 000's report with numbers, metrics.json
+the fields, and a second run resumes from the cached models.
+
+Like the KAVA smoke test, the run is ``python experiments/kl_beta_compare.py`` in a subprocess
+on one CPU device with XLA's backend optimisation off (the time is compilation).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+from jaxvlm.config import REPO_ROOT
+
+SHORT = {"vlm.train.steps": 2, "vlm.train.batch_size": 4, "vlm.train.log_every": 1,
+         "vlm.data.num_train": 20, "vlm.data.max_shots": 2,
+         "vlm.model.hf_config.text_config.num_hidden_layers": 1,
+         "data.num_pool": 12, "data.num_train": 8, "data.num_test": 6, "data.max_new_tokens": 3,
+         "embedding.batch_size": 16, "sampler.num_candidates": 4,
+         "infoscore.shots": 1, "infoscore.beam_size": 2, "infoscore.batch_size": 16,
+         "policy.dim": 16, "train.batch_size": 8, "train.supervised_epochs": 1,
+         "train.rce_epochs": 1, "train.grpo_epochs": 2, "train.group_size": 2,
+         "compare.epochs": "(1,2)", "compare.shots": "(1,2)", "compare.eval_batch_size": 8}
+SECTIONS = ("## Settings", "## Key findings", "### 1. Checkpoint weights",
+            "### 2. Inference accuracy", "### 3. ICD index identity", "## Analysis", "## Files")
+NUMBER = r"[+-]?\d+(\.\d+)?"
+
+
+def _run(workdir):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_backend_optimization_level=0")
+  return subprocess.run([sys.executable, "experiments/kl_beta_compare.py", "--workdir",
+                         str(workdir)] + [f"--config.{k}={v}" for k, v in SHORT.items()],
+                        cwd=REPO_ROOT, env=env, check=True, timeout=900, capture_output=True,
+                        text=True)
+
+
+def test_kl_beta_compare_end_to_end(tmp_path):
+  workdir = tmp_path / "run"
+  _run(workdir)
+  report = (workdir / "report.md").read_text()
+  for title in SECTIONS:
+    assert title in report, title
+  acc = re.search(r"### 2\. Inference accuracy.*?\n\n(.*?)\n\n", report, re.S).group(1)
+  rows = [x for x in acc.splitlines() if re.match(r"\| \d \|", x)]
+  assert len(rows) == 2
+  for line in rows:
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert all(re.fullmatch(NUMBER, c) for c in cells), line
+  assert re.search(r"\*\*Identity rate\*\*: \d+\.\d\d%", report)
+  assert re.search(r"of the parameters differ", report)
+  for run in ("KL_BETA=0.12", "KL_BETA=0.15", "RandSampler"):  # analysis rows, shots 1 and 2
+    assert len(re.findall(rf"^\| {run} \| \d \| \d+ \(", report, re.M)) == 2, run
+  metrics = json.loads((workdir / "metrics.json").read_text())
+  assert set(metrics["runs"]) == {"A", "B"} and metrics["runs"]["B"]["epoch"] == 2
+  assert metrics["weights"]["overall"]["num_elements"] > 0
+  for name in ("A", "B"):
+    run = metrics["runs"][name]
+    assert [r["epoch"] for r in run["grpo"]] == [1, 2]
+    assert run["analysis"]["1"]["policy_entropy"] >= 0.0
+    for shots in ("1", "2"):
+      preds = json.loads((workdir / "icl" / name / f"shot{shots}" / "predictions.json")
+                         .read_text())
+      assert len(preds) == 6 and all(len(p["icd_indices"]) == int(shots) for p in preds)
+  assert 0.0 <= metrics["indices"]["1"]["identical_share"] <= 1.0
+  steps = sorted(os.listdir(workdir / "policy" / "kl_0.15" / "grpo" / "checkpoints"))
+  assert len([s for s in steps if s.isdigit()]) == 2  # a checkpoint per epoch
+  # a second run loads every cached model and result: no training step is logged again
+  again = _run(workdir)
+  assert "loss=" not in again.stderr
+  assert (workdir / "report.md").read_text() == report
