@@ -21,12 +21,13 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 from flax import nnx
 
 from jaxvlm.data import vlm_batches
 from jaxvlm.errors import CheckpointError, ConfigError
 from jaxvlm.models import multimodal as mm
-from jaxvlm.training.checkpoint import Checkpointer, flatten
+from jaxvlm.training.checkpoint import Checkpointer
 from jaxvlm.training.losses import lm_loss_from_logits
 from jaxvlm.training.vlm import vqa_batch_factory
 
@@ -105,12 +106,11 @@ def check_checkpoint(directory: str, field: str = "adallava.checkpoint") -> None
   ckpt = ckpt if os.path.isdir(ckpt) else directory
   if not os.path.isdir(ckpt):
     raise CheckpointError(f"{field}: got {directory!r}, expected a Trainer run folder")
-  manager = Checkpointer(ckpt, async_save=False)
-  step = manager.latest_step()
+  step = Checkpointer(ckpt, async_save=False).latest_step()
   if step is None:
     raise CheckpointError(f"{field}: got {directory!r}, expected a folder with a checkpoint")
-  meta = manager.manager.item_metadata(step)["state"]
-  names = set(flatten(dict(meta)["params"])[0])
+  tree = ocp.StandardCheckpointer().metadata(os.path.join(ckpt, str(step), "state")).item_metadata
+  names = set(dict(tree)["params"])
   missing = [h for h in HEADS if not any(n.startswith(h + ".") for n in names)]
   if missing:
     raise CheckpointError(f"{field}: got {directory!r} (step {step}) without the AdaLLaVA "
