@@ -60,7 +60,9 @@ def tiny_models(c: ml_collections.ConfigDict, workdir: str):
   """(guide, decoder, hybrid folder inputs) trained / cached under ``workdir``."""
   folders = {k: os.path.join(workdir, f"{k}_hf") for k in ("decoder", "guide", "hybrid")}
   dc = tiny_train_config(c, "decoder")
-  decoder, _, dhist = vlm.train_tiny_vlm(dc, os.path.join(workdir, "decoder"))
+  drop = tuple(float(x) for x in _names(c.decoder.drop_keep_ratios))
+  decoder, _, dhist = vlm.train_tiny_vlm(dc, os.path.join(workdir, "decoder"), loss_fn=(
+      guide_lib.visual_dropout_loss(drop) if drop else None))
   gc = tiny_train_config(c, "guide")
   fresh = guide_lib.with_vision_tower(vlm.build_tiny_vlm(gc), decoder)
   guide, _, ghist = vlm.train_tiny_vlm(gc, os.path.join(workdir, "guide"),

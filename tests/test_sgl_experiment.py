@@ -38,7 +38,7 @@ def test_tiny_shared_vision_end_to_end(tmp_path):
                                    "0.09_random"]
   assert metrics["keep"]["0.09_guide"]["mean_kept"] == 1 and metrics["early_exit"]["n"] == 4
   assert set(metrics["attention_comparison"]) >= {"avg_l1", "median_l1", "avg_jsd",
-                                                   "avg_top16_overlap", "top1_same_count",
+                                                   "avg_top4_overlap", "top1_same_count",
                                                    "avg_entropy_delta",
                                                    "changed_small_answer_count",
                                                    "changed_large_answer_count"}
