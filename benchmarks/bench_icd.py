@@ -11,7 +11,7 @@ question, answer) then the query image and question; images are ``side``Â² (448Â
   ``Qwen2_5_VLForConditionalGeneration.generate`` (sdpa); speedup = transformers / ours.
 * InfoScore scoring: ``P(answer | prompt)`` of a batch of the same prompts (the unit of
   :func:`jaxvlm.methods.icd.beam_search`): ours the jit-compiled
-  :func:`jaxvlm.methods.icd.icl._answer_logp` vs a transformers forward + log-softmax gather;
+  :func:`jaxvlm.methods.icd.answer_logp` vs a transformers forward + log-softmax gather;
   prompts/s and the achieved TFLOP/s of ``2 x params x tokens`` (attention not counted).
 
 GPU: ``PYTHONPATH=. python benchmarks/bench_icd.py`` (writes ``$OUT/icd.json``).
@@ -34,7 +34,7 @@ from benchmarks.bench_vlm import QWEN25_VL_3B
 from benchmarks.timing import markdown_table, median_seconds, torch_sync, write_results
 from jaxvlm.data import vlm_batches
 from jaxvlm.generation import generate
-from jaxvlm.methods.icd.icl import _answer_logp
+from jaxvlm.methods.icd import answer_logp
 from jaxvlm.models import config_from_hf, get_family, weights
 
 FULL = dict(batch=8, shots=4, side=448, text=16, answer=3, new=10, device="cuda",
@@ -140,7 +140,7 @@ def main(argv=None) -> dict:
     logp = torch.log_softmax(logits, -1).gather(-1, t_full[:, 1:, None])[..., 0]
     return (logp * t_loss).sum(-1)
 
-  score_ours = lambda: _answer_logp(ours, batch)
+  score_ours = lambda: answer_logp(ours, batch)
   times = {}
   with torch.inference_mode():
     times["icl_ours"] = median_seconds(run_ours, warmup=s["warmup"], iters=s["iters"])

@@ -120,8 +120,9 @@ def icl_seq_len(fmt: vlm_batches.VLMPromptFormat, tokenizer: CharTokenizer,
 
 
 @nnx.jit
-def _answer_logp(model, batch):
-  """``[B]`` summed log-probability of the ``loss_mask`` tokens (answer + ``<eos>``)."""
+def answer_logp(model, batch):
+  """``[B]`` summed log-probability of the ``loss_mask`` tokens (answer + ``<eos>``) of a
+  :func:`~jaxvlm.data.vlm_batches.build_vlm_batch` batch (token t predicted from t-1)."""
   logits = model(**vlm_batches.model_inputs(model, batch)).logits[:, :-1].astype(jnp.float32)
   logp = jax.nn.log_softmax(logits, axis=-1)
   ids = jnp.asarray(batch["input_ids"])[:, 1:]
@@ -149,7 +150,7 @@ def answer_prob_fn(model, tokenizer: CharTokenizer, queries: Sequence[Any], pool
       batch = vlm_batches.build_vlm_batch(
           [queries[int(rows[i])] for i in take], tokenizer, model, seq_len=seq_len,
           shots=_shots(pool, idx[take]), fmt=fmt)
-      out.append(np.asarray(_answer_logp(model, batch))[:min(batch_size, len(rows) - s)])
+      out.append(np.asarray(answer_logp(model, batch))[:min(batch_size, len(rows) - s)])
     return np.exp(np.concatenate(out)) if out else np.zeros(0)
   return prob_fn
 
@@ -200,5 +201,5 @@ def episode_batch_factory(config: ml_collections.ConfigDict, tokenizer: CharToke
   return factory
 
 
-__all__ = ["answer_prob_fn", "check_icd_indices", "episode_batch_factory", "icl_inference",
+__all__ = ["answer_logp", "answer_prob_fn", "check_icd_indices", "episode_batch_factory", "icl_inference",
            "icl_seq_len", "label_split", "predictions_path", "reward_fn", "write_icl_results"]
