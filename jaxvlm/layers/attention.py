@@ -56,7 +56,10 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, 
                                          implementation=impl)
     else:
       mask = jnp.broadcast_to(mask, (b, mask.shape[1], sq, k.shape[1]))
-      out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, implementation=impl)
+      if impl == "cudnn":  # cuDNN's masked (bias) backward needs even query and key lengths
+        q, k, v, mask = pad_even(q, k, v, mask)
+      out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale,
+                                         implementation=impl)[:, :sq]
     return out, None
   if mask is None and causal:
     mask = make_mask(jnp.arange(sq), jnp.arange(k.shape[1]), None, causal=True)
@@ -70,6 +73,16 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, 
   probs = jax.nn.softmax(scores, axis=-1)
   out = jnp.einsum("bhgqk,bkhd->bqhgd", probs.astype(v.dtype), v).reshape(b, sq, hq, d)
   return out, (probs.reshape(b, hq, sq, k.shape[1]) if return_probs else None)
+
+
+def pad_even(q, k, v, mask):
+  """Pads odd query / key lengths by one: a padded key is masked for every query, a padded query
+  repeats the last query's row (its output is dropped), so the real rows' attention is unchanged."""
+  pq, pk = q.shape[1] % 2, k.shape[1] % 2
+  seq = lambda x, n: jnp.pad(x, [(0, 0), (0, n)] + [(0, 0)] * (x.ndim - 2))
+  mask = jnp.pad(mask, [(0, 0), (0, 0), (0, 0), (0, pk)])  # False: padded keys never attended
+  mask = jnp.pad(mask, [(0, 0), (0, 0), (0, pq), (0, 0)], mode="edge")
+  return seq(q, pq), seq(k, pk), seq(v, pk), mask
 
 
 def _pallas_dense(q, k, v, scale, *, causal: bool) -> jax.Array:
