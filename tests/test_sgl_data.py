@@ -28,7 +28,7 @@ def test_textvqa_reader_and_jsonl_round_trip(tmp_path):
   records = read_textvqa(TEXTVQA, TEXTVQA_IMAGES)
   assert [r.question_id for r in records] == [34602, 34603, 34604]
   assert records[0].answer == "nous les gosses" and len(records[0].answers) == 10
-  assert load_image(records[2]).shape == (10, 14, 3)
+  assert load_image(records[2]).shape == (10, 28, 3)
   assert len(read_textvqa(TEXTVQA, TEXTVQA_IMAGES, limit=1)) == 1
   path = str(tmp_path / "cache" / "textvqa_val.jsonl")
   write_vqa_jsonl(records, path)
@@ -87,3 +87,20 @@ def test_run_resumes_and_writes_files(tmp_path):
                              str(tmp_path / "run_a_stats.json"), top_k=2)
   assert out["avg_l1"] == 0.0 and out["changed_small_answer_count"] == 0
   assert sgl.compare_distributions is runner.compare_distributions
+
+
+def test_compare_stats_equals_compare_distributions(tmp_path):
+  rng = np.random.default_rng()
+  p, q = rng.random((6, 16)), rng.random((6, 16))
+  small = [["a", "b", "c", "d", "e", "f"], ["a", "x", "c", "d", "y", "f"]]
+  large = [["1", "2", "3", "4", "5", "6"], ["1", "2", "3", "0", "5", "6"]]
+  for name, d, s, l, ids in (("p", p, small[0], large[0], range(6)),
+                             ("q", q[::-1], small[1][::-1], large[1][::-1], range(5, -1, -1))):
+    (tmp_path / f"{name}_stats.json").write_text(json.dumps({
+        "question_ids": list(ids), "distributions": d.tolist(), "small_answers": s,
+        "large_answers": l}))
+  got = runner.compare_stats(str(tmp_path / "p_stats.json"), str(tmp_path / "q_stats.json"), 4)
+  want = sgl.compare_distributions(p, q, 4, answers_p=list(zip(small[0], large[0])),
+                                   answers_q=list(zip(small[1], large[1])))
+  assert got.keys() == want.keys() and got["changed_small_answer_count"] == 2
+  np.testing.assert_allclose([got[k] for k in want], [want[k] for k in want], rtol=1e-9)

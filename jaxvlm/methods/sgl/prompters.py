@@ -68,8 +68,9 @@ class InternVL2Prompter:
     self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
   def _pixels(self, sample: Any) -> np.ndarray:
-    return image_lib.internvl2_pixel_values(vlm_batches.image_of(sample), max_num=self.max_num,
-                                            image_size=self.image_size)
+    from PIL import Image
+    return image_lib.internvl2_pixel_values(Image.fromarray(vlm_batches.image_of(sample)),
+                                            max_num=self.max_num, image_size=self.image_size)
 
   def num_visual(self, sample: Any) -> int:
     return self._pixels(sample).shape[0] * self.tokens_per_tile

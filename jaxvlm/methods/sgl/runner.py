@@ -89,17 +89,26 @@ def read_stats(path: str) -> dict:
 
 
 def compare_stats(path_p: str, path_q: str, top_k: int = 16) -> dict:
-  """Seed 002 §4 between two runs' ``*_stats.json`` over their common question ids."""
+  """Seed 002 §4 between two runs' ``*_stats.json`` over their common question ids (rows may have
+  different token counts, e.g. with dynamic tiling: each pair is compared on its own, then the
+  per-sample values are aggregated as :func:`compare_distributions` does)."""
   a, b = read_stats(path_p), read_stats(path_q)
   index_b = {q: i for i, q in enumerate(b["question_ids"])}
   pairs = [(i, index_b[q]) for i, q in enumerate(a["question_ids"]) if q in index_b]
   if not pairs:
     raise DataFileError(path_q, f"no question id in common with {path_p}")
-  ia, ib = map(list, zip(*pairs))
-  answers = lambda s, idx: [(s["small_answers"][i], s["large_answers"][i]) for i in idx]
-  return compare_distributions(np.asarray(a["distributions"])[ia],
-                               np.asarray(b["distributions"])[ib], top_k,
-                               answers_p=answers(a, ia), answers_q=answers(b, ib))
+  rows = [compare_distributions([a["distributions"][i]], [b["distributions"][j]], top_k)
+          for i, j in pairs]
+  overlap = f"avg_top{top_k}_overlap"
+  l1 = [r["avg_l1"] for r in rows]
+  changed = lambda key: sum(a[key][i] != b[key][j] for i, j in pairs)
+  return {"n": len(rows), "avg_l1": float(np.mean(l1)), "median_l1": float(np.median(l1)),
+          "avg_jsd": float(np.mean([r["avg_jsd"] for r in rows])),
+          overlap: float(np.mean([r[overlap] for r in rows])),
+          "top1_same_count": int(sum(r["top1_same_count"] for r in rows)),
+          "avg_entropy_delta": float(np.mean([r["avg_entropy_delta"] for r in rows])),
+          "changed_small_answer_count": changed("small_answers"),
+          "changed_large_answer_count": changed("large_answers")}
 
 
 def read_case_list(path: str) -> list[dict]:
