@@ -102,8 +102,8 @@ def check_checkpoint(directory: str, field: str = "adallava.checkpoint") -> None
   """Raises ``CheckpointError`` naming ``field`` when the latest Trainer checkpoint in
   ``directory`` (a run folder or its ``checkpoints/``) lacks a scheduler, controller or latency
   encoder (e.g. a base VLM checkpoint given to a budget run)."""
-  ckpt = os.path.join(directory, "checkpoints")
-  ckpt = ckpt if os.path.isdir(ckpt) else directory
+  ckpt = os.path.join(os.path.abspath(directory), "checkpoints")
+  ckpt = ckpt if os.path.isdir(ckpt) else os.path.abspath(directory)
   if not os.path.isdir(ckpt):
     raise CheckpointError(f"{field}: got {directory!r}, expected a Trainer run folder")
   step = Checkpointer(ckpt, async_save=False).latest_step()
