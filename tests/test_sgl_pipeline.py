@@ -78,6 +78,10 @@ def test_keep_all_and_shared_encoding_equal_plain_runs(pair):
                             dataclasses.replace(s, prune_ratio=0.09, selection="random"),
                             shared=True)
   assert {r["num_kept"] for r in pruned} == {1} and all(0 < r["score"] <= 1 for r in pruned)
+  exits = sgl.guided_batch(guide, decoder, gp, dp, samples,
+                           dataclasses.replace(s, early_exit_threshold=1e-9), shared=True)
+  assert all(r["exited"] and r["prediction"] == r["small_answer"] and r["large_answer"] == ""
+             for r in exits)  # every sample exits: the large model does not run
 
 
 def test_confidence_is_geometric_mean_of_token_probs(pair):

@@ -9,7 +9,9 @@ which for greedy decoding is the attention it had while generating); the large m
 through the KV-cached ``generate`` (:class:`~jaxvlm.models.multimodal.LayerPrune`, original
 position ids). Early exit: confidence = exp(mean log p) of the guide's generated tokens,
 consistency = the same for its answer teacher-forced with only ``consistency_token_ratio`` of its
-visual tokens (its own top tokens, pruned at layer 0), score = (conf + cons) / 2.
+visual tokens (its own top tokens, pruned at layer 0), score = (conf + cons) / 2; a sample whose
+score reaches ``early_exit_threshold`` is answered by the guide (the large model runs on the
+batch unless every sample in it exits; its answers are recorded, "" when it did not run).
 
 :func:`single_model_batch` — one model alone in a ``reasoning_mode`` (the hybrid checkpoint rows).
 """
@@ -214,16 +216,17 @@ def guided_batch(guide, decoder, guide_prompter, decoder_prompter, samples: Sequ
   if n != g["importance"].shape[1]:
     raise ShapeError("decoder visual tokens", n, f"{g['importance'].shape[1]} (the guide's)")
   keep = _selection(g["importance"], settings, step)
-  large = [decoder_prompter.decode(r) for r in pruned_generate(decoder, decoder_prompter, batch,
-                                                               keep, settings, **vision)]
   threshold = settings.early_exit_threshold
+  exits = [bool(threshold > 0 and x >= threshold) for x in g["score"]]
+  large = [""] * len(samples) if all(exits) else [
+      decoder_prompter.decode(r)
+      for r in pruned_generate(decoder, decoder_prompter, batch, keep, settings, **vision)]
   records = []
   for i, s in enumerate(samples):
-    exited = bool(threshold > 0 and g["score"][i] >= threshold)
     records.append({"question_id": s.question_id, "question": s.question,
                     "answers": list(s.answers), "small_answer": g["answers"][i],
                     "large_answer": large[i],
-                    "prediction": g["answers"][i] if exited else large[i], "exited": exited,
+                    "prediction": g["answers"][i] if exits[i] else large[i], "exited": exits[i],
                     "confidence": float(g["confidence"][i]),
                     "consistency": float(g["consistency"][i]), "score": float(g["score"][i]),
                     "num_visual": n, "num_kept": int(keep.shape[1]),
@@ -231,10 +234,9 @@ def guided_batch(guide, decoder, guide_prompter, decoder_prompter, samples: Sequ
   return records
 
 
-def single_model_batch(model, prompter, samples: Sequence[Any], settings: SGLSettings,
-                       **unused) -> list[dict]:
+def single_model_batch(model, prompter, samples: Sequence[Any], settings: SGLSettings
+                       ) -> list[dict]:
   """One model alone in ``settings.reasoning_mode`` (``normal`` / ``prompt`` / ``two_pass``)."""
-  del unused
   q = [s.question for s in samples]
   mode = settings.reasoning_mode
   if mode == "normal":
