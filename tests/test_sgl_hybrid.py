@@ -17,6 +17,7 @@ def _save(path, seed, vision_width=64, lm_width=64):
                                            num_hidden_layers=1))
   models.save_pretrained(models.from_config(hf, seed=seed), str(path))
   (path / "tokenizer_config.json").write_text("{}")
+  (path / "modeling_internvl_chat.py").write_text("# remote code\n")
   return str(path)
 
 
@@ -31,7 +32,8 @@ def test_build_hybrid_loads_and_runs(tmp_path, capsys):
   for name in got.keys():
     src = a if name.startswith("vision_model.") else b
     np.testing.assert_array_equal(got.get(name), src.get(name))
-  assert os.path.exists(os.path.join(out, "tokenizer_config.json"))
+  assert all(os.path.exists(os.path.join(out, f))
+             for f in ("tokenizer_config.json", "modeling_internvl_chat.py"))
   model = models.load_pretrained(out)
   ids = np.asarray([[1] + [model.config.image_token_id] * model.config.tokens_per_image + [5, 6]])
   logits = model(input_ids=ids, pixel_values=np.zeros((1, 3, 32, 32), np.float32)).logits

@@ -53,7 +53,8 @@ def build_hybrid(vision_path: str, lm_path: str, out_path: str) -> dict:
   os.makedirs(out_path, exist_ok=True)
   for name in os.listdir(lm_path):  # tokenizer, generation config, remote code
     src = os.path.join(lm_path, name)
-    if os.path.isfile(src) and not name.startswith("model") and name != "config.json":
+    weights_file = name.startswith("model") and (".safetensors" in name or name.endswith(".bin"))
+    if os.path.isfile(src) and not weights_file and name != "config.json":
       shutil.copy2(src, os.path.join(out_path, name))
   weights.write_safetensors(tensors, out_path)
   io.write_json(os.path.join(out_path, "config.json"), hf)
