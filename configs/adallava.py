@@ -35,7 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       prefix_layers=1, tau=5.0, latency_features=128, quant_levels=100, controller_hidden=64,
       shared_plan=False,  # True: one layer plan per batch (mean scheduler logits)
       min_budget=0.1,  # lowest budget sampled in training
-      trainable="lora",  # lora | full | heads
+      trainable="full",  # full | lora | heads
       lora=dict(rank=16, alpha=32.0, dropout=0.0,
                 targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                          "down_proj"))))
@@ -47,7 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optimizer = ml_collections.ConfigDict(sft.optimizer.to_dict())
   c.optimizer.update(lr=1e-3, warmup_steps=30)
   c.train = ml_collections.ConfigDict(sft.train.to_dict())
-  c.train.update(steps=800, checkpoint_every=400)
+  c.train.update(steps=1600, checkpoint_every=400)
   c.sweep = ml_collections.ConfigDict(dict(
       budgets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0), batch_size=64,
       latency_repeats=5))

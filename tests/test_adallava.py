@@ -240,3 +240,20 @@ def test_bad_inputs_name_the_field(model):
     ada.budget_inputs(model, ids, mask, px, 1.0, num_keep=17)
   with pytest.raises(ConfigError, match=r"adallava.prefix_layers: got 6.*\[0, 5\]"):
     ada.AdaLlava(model.vlm, ada.AdaConfig(LAT, prefix_layers=6), nnx.Rngs(0))
+
+
+def test_key_gated_attention_drops_keys_and_dropped_gates_get_gradient():
+  from jaxvlm.layers.attention import attention, make_mask
+  from jaxvlm.methods.adallava.training import key_gated_attention
+  r = jax.random.split(jax.random.key(0), 4)
+  q = jax.random.normal(r[0], (2, 6, 4, 8))
+  k, v = (jax.random.normal(x, (2, 6, 2, 8)) for x in r[1:3])
+  gate = jnp.asarray([[1, 1, 0, 1, 0, 1], [1, 0, 1, 1, 1, 1]], jnp.float32)
+  mask = make_mask(jnp.arange(6), jnp.arange(6), jnp.ones((2, 6), bool), causal=True)
+  with jax.default_matmul_precision("highest"):
+    out = key_gated_attention(gate)(q, k, v, mask, 0)
+    ref, _ = attention(q, k, v, mask & gate[:, None, None, :].astype(bool), causal=True)
+  np.testing.assert_allclose(out, ref, atol=1e-5)
+  w = jax.random.normal(r[3], out.shape)
+  g = jax.grad(lambda g: jnp.sum(key_gated_attention(g)(q, k, v, mask, 0) * w))(gate)
+  assert np.isfinite(g).all() and abs(g[0, 2]) > 1e-6 and abs(g[1, 1]) > 1e-6  # dropped keys

@@ -33,7 +33,7 @@ SHORT = {"base.train.steps": 40, "base.train.batch_size": 16, "base.optimizer.wa
          "base.train.checkpoint_every": 0, "train.steps": 4, "train.batch_size": 8,
          "train.checkpoint_every": 0, "data.num_train": 256, "data.num_test": 8,
          "data.max_new_tokens": 6, "sweep.budgets": "(0.1,1.0)", "sweep.batch_size": 8,
-         "sweep.latency_repeats": 1}
+         "sweep.latency_repeats": 1, "model.adallava.trainable": "lora"}
 
 
 @pytest.fixture(scope="module")

@@ -182,11 +182,12 @@ class AdaLlava(nnx.Module):
   def __call__(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None,
                cache: AdaCache | None = None, *, budget=None, latency_index=None, rng=None,
                train: bool = False, logits_to_keep: int = 0,
-               output_hidden_states: bool = False) -> ModelOutput:
+               output_hidden_states: bool = False, attention_fn=None) -> ModelOutput:
     """LM forward under a budget. With ``budget`` (``[B]``; prefill / training) the plan is made
     after the prefix layers from the hidden state at ``latency_index [B]``; without, it is read from
     ``cache.plan`` (decode). ``train`` uses Gumbel top-k (``rng``) and computes every layer (for the
-    straight-through gradient); otherwise unselected layers are skipped."""
+    straight-through gradient); otherwise unselected layers are skipped. ``attention_fn``
+    replaces the LM's attention core (training's key-gated attention)."""
     prefix, layers = self.config.prefix_layers, self.num_layers
     kv = None if cache is None else cache.kv
     if budget is None:
@@ -209,7 +210,7 @@ class AdaLlava(nnx.Module):
 
     out = self.vlm.language_model(input_ids, attention_mask, position_ids, inputs_embeds, kv,
                                   layer_gates=gates, skip_gated=not train,
-                                  logits_to_keep=logits_to_keep,
+                                  logits_to_keep=logits_to_keep, attention_fn=attention_fn,
                                   output_hidden_states=output_hidden_states)
     if cache is not None:
       out = out.replace(cache=AdaCache(out.cache, jax.lax.stop_gradient(made["plan"]).astype(

@@ -6,9 +6,10 @@
 * :func:`batch_factory` — the shared synthetic VQA batches (:func:`jaxvlm.training.vlm.
   vqa_batch_factory`) with the latency token inserted after the image tokens
   (:func:`jaxvlm.models.multimodal.insert_token`, the loss mask shifted with it) and ``budget [B]``.
-* :func:`loss_fn` — Gumbel top-K over the visual tokens (straight-through: kept features are
-  multiplied by the mask, dropped ones leave the attention mask and the positions are renumbered
-  as at inference), Gumbel top-k over the layers (every layer computed, gated), next-token CE.
+* :func:`loss_fn` — Gumbel top-K over the visual tokens (the straight-through mask gates the
+  attention weights of their keys, :func:`key_gated_attention`; positions renumbered over the
+  kept tokens as at inference), Gumbel top-k over the layers (every layer computed, gated),
+  next-token CE.
 * :func:`trainable_filter` — ``lora`` (adapters + AdaLLaVA heads), ``full`` or ``heads``.
 * :func:`check_checkpoint` — a Trainer checkpoint must hold the scheduler, controller and
   latency encoder before a budget run loads it.
@@ -64,6 +65,26 @@ def batch_factory(config, tokenizer, model):
   return factory
 
 
+def key_gated_attention(gate: jax.Array):
+  """``attention_fn`` whose softmax weights are multiplied by ``gate [B, S]`` per key and
+  re-normalised (DynamicViT's attention masking). With a ``{0, 1}`` straight-through gate the
+  forward equals dropping the gated-off keys, and the gate of a dropped key still gets a gradient
+  (what keeping it would change), which plain masking cannot give."""
+  def fn(q, k, v, mask, layer_idx):
+    del layer_idx
+    groups = q.shape[2] // k.shape[2]
+    k, v = jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2)
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+    logits = logits / np.sqrt(q.shape[-1])
+    if mask is None:
+      mask = jnp.tril(jnp.ones(logits.shape[-2:], bool))
+    p = jax.nn.softmax(jnp.where(mask, logits, -1e30), axis=-1)
+    p = p * jnp.where(mask, gate[:, None, None, :].astype(jnp.float32), 0.0)
+    p = p / jnp.maximum(p.sum(-1, keepdims=True), 1e-9)
+    return jnp.einsum("bhqk,bkhd->bqhd", p.astype(v.dtype), v)
+  return fn
+
+
 def loss_fn(model, batch: dict, rng: jax.Array) -> tuple[jax.Array, dict]:
   """Next-token CE on the answers of a :func:`batch_factory` batch under its budgets."""
   k_tokens, k_layers = jax.random.split(rng)
@@ -72,15 +93,15 @@ def loss_fn(model, batch: dict, rng: jax.Array) -> tuple[jax.Array, dict]:
   feats = model.vlm.get_image_features(pixels)  # [B, N, H]
   latency = model.latency_encoder(budget)
   keep = model.keep_tokens(model.controller(feats, latency), budget, rng=k_tokens)  # [B, N]
-  emb = model.embed_inputs(ids, (feats * keep[..., None].astype(feats.dtype)).reshape(
-      -1, feats.shape[-1]), latency)
+  emb = model.embed_inputs(ids, feats.reshape(-1, feats.shape[-1]), latency)
   is_image = ids == model.image_token_id
   slot = jnp.clip(jnp.cumsum(is_image, axis=1) - 1, 0, keep.shape[1] - 1)
-  kept = jnp.take_along_axis(jax.lax.stop_gradient(keep), slot, axis=1) > 0.5
-  mask = jnp.asarray(batch["attention_mask"]) * jnp.where(is_image, kept, True)
-  positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
-  out = model(inputs_embeds=emb, attention_mask=mask, position_ids=positions, budget=budget,
-              latency_index=model.latency_index(ids), rng=k_layers, train=True)
+  gate = jnp.where(is_image, jnp.take_along_axis(keep, slot, axis=1), 1.0)  # ST {0, 1} per key
+  kept = jnp.asarray(batch["attention_mask"]) * (jax.lax.stop_gradient(gate) > 0.5)
+  positions = jnp.maximum(jnp.cumsum(kept, axis=1) - 1, 0)  # renumbered as at inference
+  out = model(inputs_embeds=emb, attention_mask=batch["attention_mask"], position_ids=positions,
+              budget=budget, latency_index=model.latency_index(ids), rng=k_layers, train=True,
+              attention_fn=key_gated_attention(gate))
   loss, aux = lm_loss_from_logits(out.logits, batch)
   return loss, {**aux, "budget": budget.mean(), "visual_kept": keep.sum(1).mean()}
 
