@@ -6,7 +6,6 @@ import json
 import os
 
 import numpy as np
-import pytest
 import tokenizers
 import transformers
 
@@ -31,8 +30,7 @@ def _tokenizer():
   return fast
 
 
-@pytest.mark.parametrize("max_num", [1, 2])
-def test_textvqa_through_internvl2_prompts(tmp_path, max_num):
+def test_textvqa_through_internvl2_prompts(tmp_path, max_num=2):
   tok = _tokenizer()
   image = tok.convert_tokens_to_ids("<IMG_CONTEXT>")
   hf = lambda width: vlm.tiny_vlm_config(
@@ -45,7 +43,7 @@ def test_textvqa_through_internvl2_prompts(tmp_path, max_num):
   samples = read_textvqa(os.path.join(FIX, "TextVQA_0.5.1_val.json"),
                          os.path.join(FIX, "train_images"))
   per_tile = decoder.config.tokens_per_image
-  tiles = [1, 1, 1 if max_num == 1 else 3]  # the 28 x 10 px image: 2 tiles + thumbnail
+  tiles = [1, 1, 3]  # max_num 2: the 28 x 10 px image gives 2 tiles + thumbnail
   assert [gp.num_visual(s) for s in samples] == [t * per_tile for t in tiles]
   batch = dp.batch(samples[1:], [s.question for s in samples[1:]])
   assert batch["pixel_values"].shape == (sum(tiles[1:]), 3, 32, 32)
