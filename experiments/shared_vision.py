@@ -197,6 +197,11 @@ def report(c, m: dict) -> str:
   if m["keep"]:
     parts.append("## Keep sweep: guide attention vs random selection\n\n" + _table(
         head, [row(k, v) for k, v in m["keep"].items()]) + "\n")
+  if m["keep"]:
+    types = sorted(next(iter(m["keep"].values()))["per_type"])
+    parts.append("## Keep sweep per question type\n\n" + _table(
+        ["run", *types], [[k, *(v["per_type"][t] for t in types)] for k, v in m["keep"].items()])
+        + "\n")
   if m["early_exit"]:
     e = m["early_exit"]
     parts.append(f"## Early exit (threshold {c.runs.early_exit_threshold}, keep "

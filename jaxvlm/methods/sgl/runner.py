@@ -7,7 +7,8 @@ where it stopped), then:
 
 * ``<name>.json`` — one result per sample (question, answers, prediction, VQA accuracy; guided
   runs also the guide / large answers, confidence, consistency, score, exit flag);
-* ``<name>.summary.json`` — accuracy, sample count, share of early exits, mean kept tokens;
+* ``<name>.summary.json`` — accuracy (overall and per question type), sample count, share of
+  early exits, mean kept tokens;
 * ``<name>_stats.json`` (guided runs) — per-sample normalised guide distributions over the visual
   tokens and both answers, for :func:`compare_stats` between any two runs.
 
@@ -61,8 +62,12 @@ def run_samples(name: str, out_dir: str, samples: Sequence[Any],
     r = dict(done[s.question_id])
     r["accuracy"] = vqa_accuracy(r["prediction"], r["answers"])
     results.append(r)
+  by_type = defaultdict(list)
+  for s, r in zip(samples, results):
+    by_type[getattr(s, "question_type", "")].append(r["accuracy"])
   summary = {"name": name, "n": len(results),
              "accuracy": float(np.mean([r["accuracy"] for r in results])) if results else 0.0,
+             "per_type": {k: float(np.mean(v)) for k, v in sorted(by_type.items())},
              **(extra or {})}
   if results and "exited" in results[0]:
     summary.update(exit_share=float(np.mean([r["exited"] for r in results])),
