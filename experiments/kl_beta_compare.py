@@ -353,6 +353,7 @@ shots of the entropy of the policy's distribution along its greedy selection, na
 def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
   c = config
   check_config(c)
+  workdir = os.path.abspath(workdir)  # Orbax (compare-checkpoints) takes absolute paths only
   vlm, tokenizer = load_vlm(c, workdir)
   pool, train, test, train_in_pool = load_data(c)
   emb = embed_all(c, workdir, {"pool": pool, "train": train, "test": test}, tokenizer)
