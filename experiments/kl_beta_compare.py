@@ -221,8 +221,10 @@ def run_icl(c, out_dir: str, vlm, tokenizer, test, pool, icd_by_shot: dict[int, 
   return icl.write_icl_results(out_dir, test, results, icd_by_shot, meta)
 
 
-def analysis(query_emb, pool_emb, test, pool, idx: np.ndarray, ent: np.ndarray | None) -> dict:
-  """Selection diversity, similarity of the chosen ICDs to the query, policy entropy."""
+def analysis(query_emb, pool_emb, test, pool, idx: np.ndarray, ent: np.ndarray | None,
+             scores: list[float]) -> dict:
+  """Selection diversity, similarity of the chosen ICDs to the query, policy entropy; on the
+  synthetic task the share of same-class ICDs and the accuracy with / without one."""
   cos = np.einsum("nf,nsf->ns", _unit(query_emb), _unit(pool_emb)[idx])
   out = {"distinct_icds": int(len(np.unique(idx))),
          "distinct_share": float(len(np.unique(idx)) / idx.size),
@@ -232,9 +234,18 @@ def analysis(query_emb, pool_emb, test, pool, idx: np.ndarray, ent: np.ndarray |
          "policy_entropy_per_shot": None if ent is None else ent.mean(0).tolist()}
   classes = [getattr(s, "label_class", None) for s in test]
   if all(k is not None for k in classes):
-    out["same_class_share"] = float(np.mean([[pool[j].label_class == k for j in row]
-                                             for k, row in zip(classes, idx.tolist())]))
+    same = np.array([[pool[j].label_class == k for j in row]
+                     for k, row in zip(classes, idx.tolist())])
+    has, acc = same.any(1), np.asarray(scores)
+    out.update(same_class_share=float(same.mean()), with_same_class=int(has.sum()),
+               accuracy_with_same_class=float(acc[has].mean()) if has.any() else None,
+               accuracy_without_same_class=float(acc[~has].mean()) if (~has).any() else None)
   return out
+
+
+def _scores(out_dir: str, shots: int) -> list[float]:
+  with open(icl.predictions_path(out_dir, shots)) as f:
+    return [r["accuracy"] for r in json.load(f)]
 
 
 # ------------------------------------------------------------------------------ report
@@ -262,7 +273,9 @@ def report(c, m: dict) -> str:
   ana = "\n".join(
       f"| {label} | {s} | {an(r, s, 'distinct_icds')} ({100 * an(r, s, 'distinct_share'):.1f}%) | "
       f"{an(r, s, 'distinct_sequences')} | {_fmt(an(r, s, 'mean_query_icd_cosine'))} | "
-      f"{_fmt(an(r, s, 'same_class_share'), 3)} | {_fmt(an(r, s, 'policy_entropy'))} |"
+      f"{_fmt(an(r, s, 'same_class_share'), 3)} | {_fmt(an(r, s, 'policy_entropy'))} | "
+      f"{_fmt(an(r, s, 'accuracy_with_same_class'), 3)} / "
+      f"{_fmt(an(r, s, 'accuracy_without_same_class'), 3)} ({an(r, s, 'with_same_class')}) |"
       for _, label, r in names for s in shots)
   rel = [p["relative_diff"] for p in w["params"] if p["n_differ"]]
   top = "\n".join(f"| `{p['name']}` | {100 * p['share_differ']:.2f}% | {p['mean_abs_diff']:.3g} | "
@@ -331,11 +344,12 @@ def report(c, m: dict) -> str:
 
 Selection diversity (distinct pool items chosen, share of all picks; distinct ICD sequences),
 similarity of the chosen ICDs (mean cosine between the query's and the ICDs' fused embeddings;
-on the synthetic task also the share of ICDs of the query's class), policy entropy (mean over
-shots of the entropy of the policy's distribution along its greedy selection, nats).
+on the synthetic task also the share of ICDs of the query's class, and the VQA accuracy of the
+queries with / without at least one same-class ICD), policy entropy (mean over shots of the
+entropy of the policy's distribution along its greedy selection, nats).
 
-| run | shots | distinct ICDs | distinct sequences | query-ICD cosine | same class | entropy |
-|---|---|---|---|---|---|---|
+| run | shots | distinct ICDs | distinct sequences | query-ICD cosine | same class | entropy | acc with / without a same-class ICD (n with) |
+|---|---|---|---|---|---|---|---|
 {ana}
 
 ## Files
@@ -383,19 +397,20 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
       idx[shots] = np.take_along_axis(test_cands, actions, axis=1)
     meta = {"selection": f"policy KL_BETA={beta:g} GRPO epoch {epoch}", "kl_beta": float(beta),
             "epoch": int(epoch)}
+    out_dir = os.path.join(workdir, "icl", name)
     runs[name] = {"kl_beta": float(beta), "epoch": int(epoch),
                   "grpo_at_epoch": next(r for r in run["records"] if r["epoch"] == epoch),
-                  "icl": run_icl(c, os.path.join(workdir, "icl", name), vlm, tokenizer, test,
-                                 pool, idx, meta),
+                  "icl": run_icl(c, out_dir, vlm, tokenizer, test, pool, idx, meta),
                   "analysis": {str(k): analysis(emb["test"], emb["pool"], test, pool, idx[k],
-                                                ent[k]) for k in idx},
+                                                ent[k], _scores(out_dir, k)) for k in idx},
                   "grpo": run["records"]}
     icd_by_name[name] = idx
   rand = {shots: test_cands[:, :shots] for shots in c.compare.shots}
-  random_run = {"icl": run_icl(c, os.path.join(workdir, "icl", "random"), vlm, tokenizer, test,
-                               pool, rand, {"selection": f"{s.name} sampler, first S candidates"}),
-                "analysis": {str(k): analysis(emb["test"], emb["pool"], test, pool, v, None)
-                             for k, v in rand.items()}}
+  out_dir = os.path.join(workdir, "icl", "random")
+  random_run = {"icl": run_icl(c, out_dir, vlm, tokenizer, test, pool, rand,
+                               {"selection": f"{s.name} sampler, first S candidates"}),
+                "analysis": {str(k): analysis(emb["test"], emb["pool"], test, pool, v, None,
+                                              _scores(out_dir, k)) for k, v in rand.items()}}
 
   cmp_dir = os.path.join(workdir, "compare")
   ck = lambda beta: os.path.join(workdir, "policy", f"kl_{beta:g}", "grpo", "checkpoints")
