@@ -25,6 +25,7 @@ import argparse
 import inspect
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import torch
 import transformers
@@ -111,6 +112,9 @@ def main(argv=None) -> dict:
   ours, hf = build_models(cfg, s)
   dev, img = s["device"], cfg["image_token_id"]
   prompt = {k: batch[k][:, :-s["answer"]] for k in ("input_ids", "attention_mask")}
+  t_px = torch.tensor(np.asarray(vlm_batches.generation_inputs(ours, batch)["pixel_values"]),
+                      device=dev, dtype=getattr(torch, s["dtype"]))
+  batch["pixel_values"] = jnp.asarray(batch["pixel_values"], s["dtype"])  # ours: model dtype
   gen_kw = vlm_batches.generation_inputs(ours, batch)
   batch["position_ids"] = ours.get_rope_index(
       batch["input_ids"], batch["image_grid_thw"].reshape(-1, 3))[0].transpose(1, 0, 2)
@@ -119,8 +123,6 @@ def main(argv=None) -> dict:
     return generate(ours, prompt["input_ids"], prompt["attention_mask"], s["new"],
                     eos_token_id=(), **gen_kw).sequences
 
-  t_px = torch.tensor(np.asarray(gen_kw["pixel_values"]), device=dev,
-                      dtype=getattr(torch, s["dtype"]))
   t_grid = torch.tensor(gen_kw["image_grid_thw"], device=dev)
   extra = lambda ids: ({"mm_token_type_ids": (ids == img).long()} if "mm_token_type_ids" in
                        inspect.signature(hf.model.forward).parameters else {})
