@@ -3,7 +3,7 @@
 ``jaxvlm run --config configs/adallava.py:tiny`` runs ``experiments/token_budget_sweep.py``.
 
 Presets:
-  tiny:    CPU, ~15 min. The ``configs/sft.py:vlm_tiny`` LLaVA with a 4-layer LM is trained on
+  tiny:    CPU, ~30 min on a shared 2-core machine. The ``configs/sft.py:vlm_tiny`` LLaVA with a 4-layer LM is trained on
            the synthetic VQA set (cached in ``<workdir>/base``), wrapped in AdaLLaVA (latency
            token, scheduler over layers 1..3 with layer 0 always on, token controller over the 16
            visual tokens) and fine-tuned with budgets sampled per batch (``<workdir>/adallava``);
@@ -50,7 +50,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.update(steps=1600, checkpoint_every=400)
   c.sweep = ml_collections.ConfigDict(dict(
       budgets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0), batch_size=64,
-      latency_repeats=5))
+      latency_repeats=7))
   c.adallava_checkpoint = ""  # evaluate this AdaLLaVA run folder instead of training one
   c.mesh = ml_collections.ConfigDict(sft.mesh.to_dict())
   if preset == "tiny":

@@ -12,7 +12,8 @@ Steps (each cached in the run folder, so a re-run resumes or loads):
    ``image_dir`` when given, else the synthetic test split written to ``<workdir>/vqa_test``;
    both read by :func:`jaxvlm.data.vqa.read_vqa`.
 4. Per budget of ``sweep.budgets``: exact match, official VQA accuracy, FLOPs per sample,
-   latency (median of the budgeted pipeline on one batch), mean generated length; samples in the
+   latency (best of ``sweep.latency_repeats`` runs of the budgeted pipeline on one batch), mean
+   generated length; samples in the
    lmms-eval jsonl layout in ``<workdir>/samples/``; results cached in ``<workdir>/sweep/``.
 
 Writes ``metrics.json``, ``report.md``, ``acc_vs_flops.png`` and ``acc_vs_latency.png``. The
@@ -189,8 +190,8 @@ Model: tiny LLaVA ({layers}-layer LM, 16 visual tokens per image) trained on the
 set ({notes['base_steps']} steps), wrapped in AdaLLaVA (prefix layers {a.prefix_layers},
 tau {a.tau}, trainable: {a.trainable}) and fine-tuned {t.steps} steps of batch {t.batch_size}
 with budgets sampled per batch. {num_test} held-out questions read from a VQAv2 folder
-(questions / annotations json + images). Latency: median of {config.sweep.latency_repeats} runs
-of the whole budgeted pipeline (controller, K-of-N selection, prefill, decode of up to
+(questions / annotations json + images). Latency: best of {config.sweep.latency_repeats} runs
+(median in metrics.json) of the whole budgeted pipeline (controller, K-of-N selection, prefill, decode of up to
 {config.data.max_new_tokens} tokens) on one batch of {rows[0]['latency_batch']}, CPU.
 
 ## Sweep
