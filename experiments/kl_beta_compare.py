@@ -3,7 +3,9 @@
 Steps (each cached in the run folder, so a re-run resumes):
 
 1. VLM: the tiny Qwen2.5-VL trained on ICL episodes of the synthetic ICD task
-   (``vlm/``, :func:`jaxvlm.methods.icd.icl.episode_batch_factory`), or ``vlm.path``.
+   (``vlm/``, :func:`jaxvlm.methods.icd.icl.episode_batch_factory`), or the HF folder
+   ``vlm.path`` with its tokenizer (:class:`~jaxvlm.methods.icd.icl.HFTextTokenizer`: the same
+   plain interleaved few-shot prompt, no chat template).
 2. Data: the demonstration pool, the policy's training queries and the test queries
    (synthetic ``label`` questions of one unseen mapping, or VQA json + COCO folders).
 3. Embeddings (``embeddings/``): CLIP image + question features, fused (``embedding.fusion``).
@@ -86,9 +88,10 @@ def load_data(c) -> tuple[list, list, list, np.ndarray | None]:
 def load_vlm(c, workdir: str):
   """(VLM, tokenizer): trained here (cached in ``vlm/``) unless ``vlm.path`` names a folder."""
   if c.vlm.path:
-    raise ConfigError("vlm.path", c.vlm.path, "empty: the ICL prompts are built with the char "
-                      "tokenizer of the tiny VLM (a HF tokenizer / chat-template prompt path for "
-                      "real checkpoints is not implemented yet)")
+    from transformers import AutoTokenizer
+    m = c.vlm.model
+    return (models.load_pretrained(c.vlm.path, dtype=m.dtype, param_dtype=m.param_dtype),
+            icl.HFTextTokenizer(AutoTokenizer.from_pretrained(c.vlm.path)))
   model, tokenizer, _ = train_tiny_vlm(c.vlm, os.path.join(workdir, "vlm"),
                                        batch_fn=icl.episode_batch_factory)
   return model, tokenizer
@@ -109,13 +112,14 @@ class _Images(Sequence):
     return vlm_batches.image_of(self.samples[i])
 
 
-def clip_encoder(c, vlm_tokenizer):
+def clip_encoder(c):
   """(CLIP model, tokenizer): ``embedding.clip_path`` or a tiny random one over the char
   tokenizer (``<vision_end>`` as its end-of-text token, where the text features are pooled)."""
   e = c.embedding
   if e.clip_path:
     from transformers import AutoTokenizer
     return models.load_pretrained(e.clip_path), AutoTokenizer.from_pretrained(e.clip_path)
+  vlm_tokenizer = vlm_batches.vlm_tokenizer()
   eos = vlm_tokenizer.token_id("<vision_end>")
   tiny = e.tiny.to_dict()
   hf = dict(tiny, model_type="clip", text_config=dict(
@@ -125,10 +129,10 @@ def clip_encoder(c, vlm_tokenizer):
   return models.from_config(hf, seed=c.seed), tok
 
 
-def embed_all(c, workdir: str, splits: dict[str, list], vlm_tokenizer) -> dict[str, np.ndarray]:
+def embed_all(c, workdir: str, splits: dict[str, list]) -> dict[str, np.ndarray]:
   """Fused CLIP embeddings of each split, cached as ``embeddings/<split>.npy`` + json."""
   e = c.embedding
-  clip, tok = clip_encoder(c, vlm_tokenizer)
+  clip, tok = clip_encoder(c)
   size = clip.config.vision.image_size
   settings = {"fusion": e.fusion, "clip": e.clip_path or e.tiny.to_dict(), "seed": c.seed}
 
@@ -316,8 +320,8 @@ def report(c, m: dict) -> str:
     elements, {o['params_differ']} of {o['num_params']} tensors)
   - mean difference: {o['mean_abs_diff']:.8f}
   - max difference: {o['max_abs_diff']:.8f}
-  - relative difference ||a-b||/||a||: {100 * min(rel, default=0):.2f}-{100 * max(rel, default=0):.2f}%
-    (median {100 * float(np.median(rel)) if rel else 0:.2f}%)
+  - relative difference ||a-b||/||a||: {100 * min(rel, default=0):.2f}-{
+      100 * max(rel, default=0):.2f}% (median {100 * float(np.median(rel)) if rel else 0:.2f}%)
 
 | parameter | differ | mean abs diff | max abs diff | relative diff |
 |---|---|---|---|---|
@@ -348,7 +352,8 @@ on the synthetic task also the share of ICDs of the query's class, and the VQA a
 queries with / without at least one same-class ICD), policy entropy (mean over shots of the
 entropy of the policy's distribution along its greedy selection, nats).
 
-| run | shots | distinct ICDs | distinct sequences | query-ICD cosine | same class | entropy | acc with / without a same-class ICD (n with) |
+| run | shots | distinct ICDs | distinct sequences | query-ICD cosine | same class | entropy \
+| acc with / without a same-class ICD (n with) |
 |---|---|---|---|---|---|---|---|
 {ana}
 
@@ -370,7 +375,7 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
   workdir = os.path.abspath(workdir)  # Orbax (compare-checkpoints) takes absolute paths only
   vlm, tokenizer = load_vlm(c, workdir)
   pool, train, test, train_in_pool = load_data(c)
-  emb = embed_all(c, workdir, {"pool": pool, "train": train, "test": test}, tokenizer)
+  emb = embed_all(c, workdir, {"pool": pool, "train": train, "test": test})
   s = c.sampler
   sampler = icd.make_sampler(s.name, emb["pool"], s.num_candidates, s.seed, s.similar_share)
   train_cands = sampler([q.question_id for q in train], exclude=train_in_pool,

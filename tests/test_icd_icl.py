@@ -190,3 +190,38 @@ def test_word_pool_mappings_reassign_few_words():
   assert synthetic_vqa.label_mapping(3) == synthetic_vqa.label_mapping(3, "shape", 0)
   with pytest.raises(ConfigError, match="word_pool"):
     synthetic_vqa.label_mapping(0, "shape", 4)
+
+
+def _char_level_hf_tokenizer():
+  """A HF fast tokenizer with the char tokenizer's ids, Qwen-style specials and no BOS."""
+  from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+  from jaxvlm.data.tokenizer import ALPHABET
+  vocab = {"<|endoftext|>": 0, "<bos>": 1, "<|im_end|>": 2,
+           **{ch: i + 3 for i, ch in enumerate(ALPHABET)},
+           "<|image_pad|>": 99, "<|vision_start|>": 100, "<|vision_end|>": 101}
+  tk = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
+  tk.pre_tokenizer = pre_tokenizers.Split(Regex("[\\s\\S]"), behavior="isolated")
+  tk.decoder = decoders.Fuse()
+  return transformers.PreTrainedTokenizerFast(
+      tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+      additional_special_tokens=["<|image_pad|>", "<|vision_start|>", "<|vision_end|>"])
+
+
+def test_hf_checkpoint_folder_with_its_tokenizer(setup, tmp_path):
+  """``vlm.path``: the model and the folder's HF tokenizer give the char tokenizer's prompts
+  (BOS = the pad token when the tokenizer has none) and one-line answers."""
+  hf, _, tok, samples = setup
+  hf.save_pretrained(str(tmp_path))
+  _char_level_hf_tokenizer().save_pretrained(str(tmp_path))
+  c = load_config("configs/icd.py:tiny", [f"vlm.path={tmp_path}"])
+  model, adapter = _experiment().load_vlm(c, str(tmp_path / "run"))
+  assert isinstance(adapter, icd.HFTextTokenizer) and adapter.bos_token_id == 0
+  fmt = vlm_batches.VLMPromptFormat.from_model(model, adapter)
+  ids, _ = vlm_batches.encode_prompt(fmt, adapter, samples[0], [samples[1]])
+  ref, _ = vlm_batches.encode_prompt(vlm_batches.VLMPromptFormat.from_model(model, tok), tok,
+                                     samples[0], [samples[1]])
+  assert ids[0] == 0 and ids[1:] == ref[1:]
+  assert adapter.decode(tok.encode("ab c\nwhat") + [2, 0]) == "ab c"
+  r = icl.icl_inference(model, adapter, samples[:2], samples[2:], np.array([[0], [1]]),
+                        batch_size=2, max_new_tokens=3)
+  assert all(isinstance(p, str) and "\n" not in p for p in r["predictions"])

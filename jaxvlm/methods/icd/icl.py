@@ -13,6 +13,7 @@ the one :func:`jaxvlm.generation.generate` through :func:`jaxvlm.training.vlm.ev
   ``<eos>`` token probabilities, teacher forced), batched and jit-compiled: the ``prob_fn`` of
   :func:`jaxvlm.methods.icd.beam_search` (InfoScore = its increase when one ICD is added).
 * :func:`reward_fn` — GRPO reward of chosen ICDs: exact match + VQA accuracy of the VLM's answer.
+* :class:`HFTextTokenizer` — a real checkpoint's HF tokenizer for the same prompts.
 * The synthetic ICD task: ``label`` questions whose word comes from a per-episode class -> word
   mapping (:func:`jaxvlm.data.synthetic_vqa.label_mapping` with a small ``word_pool``), so only a
   same-class demonstration reveals the answer. :func:`episode_batch_factory` is the
@@ -43,7 +44,8 @@ from jaxvlm.training.vlm import evaluate_vqa
 
 
 def check_icd_indices(icd_indices, num_queries: int, pool_size: int) -> np.ndarray:
-  """``[num_queries, S]`` integer pool indices, ``S >= 1`` (else ``ShapeError`` / ``ConfigError``)."""
+  """``[num_queries, S]`` integer pool indices with ``S >= 1`` (else ``ShapeError`` /
+  ``ConfigError``)."""
   idx = np.asarray(icd_indices)
   if idx.ndim != 2 or idx.shape[0] != num_queries:
     raise ShapeError("icd_indices", idx.shape, f"[{num_queries} queries, shots]")
@@ -103,6 +105,35 @@ def write_icl_results(out_dir: str, queries: Sequence[Any], results: dict[int, d
 def predictions_path(out_dir: str, shots: int) -> str:
   """The ``predictions.json`` of ``shots`` written by :func:`write_icl_results`."""
   return os.path.join(out_dir, f"shot{shots}", "predictions.json")
+
+
+class HFTextTokenizer:
+  """A HF tokenizer (e.g. Qwen2.5-VL's) behind the char tokenizer's interface that the ICL
+  prompts use: the same plain interleaved few-shot prompt (no chat template); ``encode`` adds no
+  special tokens; BOS is the tokenizer's, else its pad token (Qwen's ``<|endoftext|>``, the
+  document separator); ``decode`` drops special tokens and ends the answer at the first newline,
+  as every demonstration's answer ends."""
+
+  def __init__(self, tokenizer):
+    self.tokenizer = tokenizer
+    self.eos_token_id = tokenizer.eos_token_id
+    self.pad_token_id = (tokenizer.pad_token_id if tokenizer.pad_token_id is not None
+                         else tokenizer.eos_token_id)
+    self.bos_token_id = (tokenizer.bos_token_id if tokenizer.bos_token_id is not None
+                         else self.pad_token_id)
+
+  @property
+  def vocab_size(self) -> int:
+    return len(self.tokenizer)
+
+  def token_id(self, token: str) -> int:
+    return self.tokenizer.convert_tokens_to_ids(token)
+
+  def encode(self, text: str) -> list[int]:
+    return self.tokenizer.encode(text, add_special_tokens=False)
+
+  def decode(self, ids) -> str:
+    return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=True).split("\n")[0]
 
 
 # ------------------------------------------------------------------------------ InfoScore
@@ -201,5 +232,6 @@ def episode_batch_factory(config: ml_collections.ConfigDict, tokenizer: CharToke
   return factory
 
 
-__all__ = ["answer_logp", "answer_prob_fn", "check_icd_indices", "episode_batch_factory", "icl_inference",
-           "icl_seq_len", "label_split", "predictions_path", "reward_fn", "write_icl_results"]
+__all__ = ["HFTextTokenizer", "answer_logp", "answer_prob_fn", "check_icd_indices",
+           "episode_batch_factory", "icl_inference", "icl_seq_len", "label_split",
+           "predictions_path", "reward_fn", "write_icl_results"]
