@@ -164,6 +164,7 @@ def tradeoff(rows: list[dict]) -> dict:
   return {"flops_strictly_increasing_with_budget": all(a < b for a, b in zip(flops, flops[1:])),
           "accuracy_lowest_minus_full": by[0]["vqa_accuracy"] - by[-1]["vqa_accuracy"],
           "latency_lowest_over_full": by[0]["latency_s"] / by[-1]["latency_s"],
+          "cpu_time_lowest_over_full": by[0]["cpu_time_s"] / by[-1]["cpu_time_s"],
           "flops_lowest_over_full": by[0]["flops"] / by[-1]["flops"],
           "accuracy_budget_spearman": _spearman([r["budget"] for r in by],
                                                 [r["vqa_accuracy"] for r in by])}
@@ -180,6 +181,7 @@ def report(config, rows, reference, trend, notes, num_test) -> str:
   table = "\n".join(
       f"| {r['budget']:.1f} | {r['num_keep']} | {r['layers']:.2f} | {r['exact_match']:.3f} | "
       f"{r['vqa_accuracy']:.3f} | {r['flops'] / 1e6:.3f} | {1e3 * r['latency_s']:.1f} | "
+      f"{1e3 * r['cpu_time_s']:.0f} | "
       f"{r['gen_len']:.2f} | {r['empty_answers']:.3f} |" for r in rows)
   layers = config.model.hf_config.get("text_config", {}).get("num_hidden_layers", "?")
   blank = reference["vqa_accuracy_blank_images"]
@@ -196,8 +198,8 @@ with budgets sampled per batch. {num_test} held-out questions read from a VQAv2 
 
 ## Sweep
 
-| budget | K visual | layers run | exact match | VQA acc | MFLOPs / sample | latency ms / batch | mean gen len | empty |
-|---|---|---|---|---|---|---|---|---|
+| budget | K visual | layers run | exact match | VQA acc | MFLOPs / sample | latency ms / batch | CPU ms / batch | mean gen len | empty |
+|---|---|---|---|---|---|---|---|---|---|
 {table}
 
 Reference: the base model (no AdaLLaVA, every token and layer): VQA accuracy
@@ -208,7 +210,7 @@ Reference: the base model (no AdaLLaVA, every token and layer): VQA accuracy
 
 - FLOPs strictly increase with the budget: {trend['flops_strictly_increasing_with_budget']};
   lowest budget / full: FLOPs {trend['flops_lowest_over_full']:.3f}, latency
-  {trend['latency_lowest_over_full']:.3f}.
+  {trend['latency_lowest_over_full']:.3f}, CPU time {trend['cpu_time_lowest_over_full']:.3f}.
 - VQA accuracy at the lowest budget minus full: {trend['accuracy_lowest_minus_full']:+.3f};
   Spearman(budget, accuracy) = {trend['accuracy_budget_spearman']:.2f}.
 

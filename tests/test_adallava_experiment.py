@@ -65,7 +65,7 @@ def test_sweep_report_and_metrics(run):
   sections = re.findall(r"^## (.+)$", report, re.M)
   assert sections == ["Sweep", "Trade-off", "Generation diagnosis (seed 004)"]
   table = [x for x in report.splitlines() if re.match(r"\| (0\.1|1\.0) \|", x)]
-  assert len(table) == 2 and all(len(x.strip("|").split("|")) == 9 for x in table)
+  assert len(table) == 2 and all(len(x.strip("|").split("|")) == 10 for x in table)
   for png in ("acc_vs_flops.png", "acc_vs_latency.png"):
     assert (workdir / png).stat().st_size > 0
   lines = (workdir / "samples" / "budget_0.10.jsonl").read_text().splitlines()

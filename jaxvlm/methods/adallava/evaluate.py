@@ -9,7 +9,8 @@ lmms-eval fields (``doc_id``, ``doc``, ``target``, ``resps``, ``filtered_resps``
 diagnosis of seed 004: ``K``, executed layers, prompt length, ``num_generated`` (up to and incl.
 EOS), ``gen_len`` (answer tokens before EOS), the first token and FLOPs (:mod:`.flops`).
 Latency is the wall time of the whole budgeted pipeline on the first batch: ``latency_s`` the
-best of ``latency_repeats`` runs (robust to other processes on a shared machine), and the median.
+best of ``latency_repeats`` runs (robust to other processes on a shared machine), the median, and
+``cpu_time_s`` the best process CPU time (all threads; what contention cannot inflate).
 """
 
 from __future__ import annotations
@@ -94,11 +95,12 @@ def evaluate_budget(model: AdaLlava, tokenizer, records: Sequence[Any],
           "prompt_len": int(prompt_lens[r]), "num_generated": int(num[r]),
           "gen_len": _gen_len(new[r], tokenizer.eos_token_id), "first_token": int(new[r, 0]),
           "flops": flops["total"], "flops_prefill": flops["prefill"]})
-  times = []
+  times, cpu = [], []
   for _ in range(latency_repeats):
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     _run(model, batches[0][0], budget, length, max_new_tokens, tokenizer)
     times.append(time.perf_counter() - t0)
+    cpu.append(time.process_time() - c0)
   mean = lambda key: float(np.mean([s[key] for s in samples]))
   metrics = {"budget": float(budget), "num_keep": k, "layers": mean("layers"),
              "exact_match": mean("exact_match"), "vqa_accuracy": mean("vqa_accuracy"),
@@ -109,6 +111,7 @@ def evaluate_budget(model: AdaLlava, tokenizer, records: Sequence[Any],
                                                for s in samples])),
              "latency_s": min(times) if times else float("nan"),
              "latency_median_s": statistics.median(times) if times else float("nan"),
+             "cpu_time_s": min(cpu) if cpu else float("nan"),
              "latency_batch": batches[0][0]["input_ids"].shape[0]}
   return metrics, samples
 
