@@ -63,7 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       path="", hf_config=dict(select_layer=0, llm_config=dict(
           hidden_size=128, intermediate_size=256, num_hidden_layers=3)),
       steps=1800, lr=1e-3, batch_size=32,
-      drop_keep_ratios="1.0,0.4,0.09"))  # visual-token dropout while training ("" = none)
+      drop_keep_ratios="1.0,0.4,0.09"))  # visual-token dropout in training ("" = none)
   c.guide = ml_collections.ConfigDict(dict(
       path="", hf_config=dict(select_layer=0, llm_config=dict(
           hidden_size=64, intermediate_size=128, num_hidden_layers=2)),
