@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -72,5 +73,11 @@ def block_importance(q: jax.Array, k: jax.Array, block_q: int, block_k: int, *,
   if spec.segments:  # padded positions are masked by position, whatever their id
     q_seg = _pad_to(q_segment_ids.astype(jnp.int32), sqp, 1)
     kv_seg = _pad_to(kv_segment_ids.astype(jnp.int32), skp, 1)
-  sums = _TILE_SUMS[impl](_pad_to(q, sqp, 1), _pad_to(k, skp, 1), q_seg, kv_seg, spec)
+  sums = _tile_sums(_pad_to(q, sqp, 1), _pad_to(k, skp, 1), q_seg, kv_seg, spec, impl)
   return tile_means(sums, sq, sk, block_q, block_k, hkv, per_kv_head)
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5))
+def _tile_sums(q, k, q_seg, kv_seg, spec: AttentionSpec, impl: str) -> jax.Array:
+  """The backend's tile sums, jit-compiled so that eager calls reuse the compiled kernels."""
+  return _TILE_SUMS[impl](q, k, q_seg, kv_seg, spec)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -45,10 +47,18 @@ def select_tokens(scores: jax.Array, features: jax.Array, k: int | jax.Array, *,
   if impl == "xla" or max_k == 0:
     return select_tokens_reference(scores, features, counts, max_k)
   interp = backend.interpret_default(impl) if interpret is None else interpret
+  return _select(scores, features, counts, max_k, impl, interp, tuple(sorted(tuning.items())))
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6))
+def _select(scores, features, counts, max_k: int, impl: str, interpret: bool,
+            tuning: tuple) -> TokenSelection:
+  """The kernel call, jit-compiled: an eager call reuses the compiled kernels (each
+  ``pallas_call`` gets a fresh kernel partial, which un-jitted would recompile every call)."""
   if impl == "mosaic_tpu":
-    idx = mosaic_tpu.indices(scores, counts, max_k, interpret=interp)
+    idx = mosaic_tpu.indices(scores, counts, max_k, interpret=interpret)
     return TokenSelection(idx, gather_rows(features, idx), counts)
-  idx, feats = triton.select(scores, features, counts, max_k, interpret=interp, **tuning)
+  idx, feats = triton.select(scores, features, counts, max_k, interpret=interpret, **dict(tuning))
   return TokenSelection(idx, feats, counts)
 
 

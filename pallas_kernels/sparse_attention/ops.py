@@ -47,6 +47,9 @@ def _attend_bwd(spec, impl, res, dout):
 
 
 _attend.defvjp(_attend_fwd, _attend_bwd)
+# Eager calls reuse the compiled kernels (un-jitted, each pallas_call's fresh kernel partial
+# would recompile them every call).
+_attend_jit = jax.jit(_attend, static_argnums=(7, 8))
 
 
 def sparse_attention(q: jax.Array, k: jax.Array, v: jax.Array, selection: BlockSelection, *,
@@ -107,5 +110,5 @@ def sparse_attention(q: jax.Array, k: jax.Array, v: jax.Array, selection: BlockS
     kv_seg = _pad_to(kv_segment_ids.astype(jnp.int32), skp, 1, _KV_PAD)
   indices = selection.kv_block_indices.astype(jnp.int32)
   counts = selection.kv_block_counts.astype(jnp.int32)
-  out = _attend(qp, kp, vp, indices, counts, q_seg, kv_seg, spec, impl)
+  out = _attend_jit(qp, kp, vp, indices, counts, q_seg, kv_seg, spec, impl)
   return out[:, :sq]
