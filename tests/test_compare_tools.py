@@ -60,6 +60,13 @@ def test_cli_table_and_json(pair, tmp_path, capsys):
   assert json.loads(out.read_text())["overall"]["n_differ"] == 3
 
 
+def test_relative_checkpoint_paths(pair, tmp_path, monkeypatch):
+  a, _, _, _ = pair
+  monkeypatch.chdir(tmp_path)  # Orbax alone refuses relative paths
+  np.testing.assert_array_equal(cc.load_params("A")["w"], a["w"])
+  assert cli.main(["compare-checkpoints", "A", "B/3"]) == 0
+
+
 def test_bad_paths_and_trees(pair, tmp_path, capsys):
   _, _, path_a, _ = pair
   with pytest.raises(MissingFileError, match="does-not-exist"):

@@ -20,7 +20,9 @@ from jaxvlm.errors import CheckpointError, MissingFileError
 
 
 def _item_dir(path: str, step: int | None) -> str:
-  """The Orbax item folder holding the parameters for a manager / step / item folder."""
+  """The Orbax item folder (absolute: Orbax refuses relative paths) holding the parameters for a
+  manager / step / item folder."""
+  path = os.path.abspath(path)
   if not os.path.isdir(path):
     raise MissingFileError(path, "checkpoint folder")
   steps = sorted(int(d) for d in os.listdir(path) if d.isdigit())
