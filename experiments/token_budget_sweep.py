@@ -90,6 +90,10 @@ def test_records(config: ml_collections.ConfigDict, workdir: str) -> tuple[list,
 def train_models(config, workdir: str, records: list, synthetic: list | None):
   """(trained AdaLlava, tokenizer, base reference metrics, histories); each step cached."""
   t0 = time.perf_counter()
+  ada_dir = config.adallava_checkpoint or os.path.join(workdir, "adallava")
+  if os.path.isdir(os.path.join(ada_dir, "checkpoints")):
+    training.check_checkpoint(ada_dir, "adallava_checkpoint" if config.adallava_checkpoint
+                              else "workdir")
   base_dir = os.path.join(workdir, "base")
   base_vlm, tok, base_hist = vlm.train_tiny_vlm(base_config(config), base_dir)
   ref_path = os.path.join(base_dir, "reference.json")
@@ -104,10 +108,6 @@ def train_models(config, workdir: str, records: list, synthetic: list | None):
                              "steps": base_hist[-1]["step"] if base_hist else 0})
   reference = read_json(ref_path)
   model = build_model(config, base_vlm)
-  ada_dir = config.adallava_checkpoint or os.path.join(workdir, "adallava")
-  if os.path.isdir(os.path.join(ada_dir, "checkpoints")):
-    training.check_checkpoint(ada_dir, "adallava_checkpoint" if config.adallava_checkpoint
-                              else "workdir")
   model, _, hist = vlm.train_tiny_vlm(
       config, ada_dir, loss_fn=training.loss_fn, batch_fn=training.batch_factory, model=model,
       trainable=training.trainable_filter(config.model.adallava.trainable))

@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
@@ -22,7 +23,6 @@ from jaxvlm.generation import generate
 from jaxvlm.layers import lora
 from jaxvlm.methods import adallava as ada
 from jaxvlm.methods.adallava import training
-from jaxvlm.training import vlm
 
 sys.path.insert(0, str(REPO_ROOT))
 from experiments import token_budget_sweep as sweep  # noqa: E402
@@ -121,17 +121,18 @@ def test_trained_batch_with_different_k_per_row_equals_rows_alone(run):
     alone = generate(model, one.input_ids, one.attention_mask, 6, eos_token_id=tok.eos_token_id,
                      pad_token_id=tok.pad_token_id, **one.generate_kwargs())
     np.testing.assert_array_equal(np.asarray(out.new_tokens)[r], np.asarray(alone.new_tokens)[0])
-    np.testing.assert_array_equal(plans[r], ada.layer_plan(model, one)[0])
-  assert plans.sum(1).tolist() == [1, 2, 4]  # max(floor(4 b), prefix 1) layers
+  assert plans.sum(1).tolist() == [1, 2, 4]  # max(floor(4 b), prefix 1) layers per row
 
 
 def test_lora_fine_tune_keeps_base_weights_and_trains_heads(run):
-  config, workdir, model, _, _ = run
-  base, _, _ = vlm.train_tiny_vlm(sweep.base_config(config), str(workdir / "base"))
+  _, workdir, model, _, _ = run
+  ckpt = workdir / "base" / "checkpoints"
+  step = max(int(p.name) for p in ckpt.iterdir() if p.name.isdigit())
+  base = ocp.StandardCheckpointer().restore(str(ckpt / str(step) / "state"))["params"]
   ours = model.vlm.language_model.model.layers[1].self_attn.q_proj
   assert isinstance(ours, lora.LoRALinear)
   np.testing.assert_array_equal(ours.base.kernel[...],
-                                base.language_model.model.layers[1].self_attn.q_proj.kernel[...])
+                                base["language_model.model.layers.1.self_attn.q_proj.kernel"])
   trainable = nnx.state(model, training.trainable_filter("lora"))
   names = {".".join(map(str, p)) for p, _ in nnx.to_flat_state(trainable)}
   assert any(n.startswith("scheduler") for n in names) and any("lora" in n for n in names)
