@@ -58,7 +58,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if preset == "llava7b":
     c.model.update(path="/path/to/llava-1.5-7b-hf", hf_config={}, dtype="bfloat16")
     c.model.adallava.update(latency_token_id=32002,  # an unused row of the 32064-entry vocab
-                            prefix_layers=16, controller_hidden=1024)
+                            prefix_layers=8, controller_hidden=1024)
     c.data.update(questions_json="/path/to/vqav2/v2_OpenEnded_mscoco_val2014_questions.json",
                   annotations_json="/path/to/vqav2/v2_mscoco_val2014_annotations.json",
                   image_dir="/path/to/coco/val2014", limit=5000, max_new_tokens=16)

@@ -251,9 +251,9 @@ def test_key_gated_attention_drops_keys_and_dropped_gates_get_gradient():
   gate = jnp.asarray([[1, 1, 0, 1, 0, 1], [1, 0, 1, 1, 1, 1]], jnp.float32)
   mask = make_mask(jnp.arange(6), jnp.arange(6), jnp.ones((2, 6), bool), causal=True)
   with jax.default_matmul_precision("highest"):
-    out = key_gated_attention(gate)(q, k, v, mask, 0)
+    out = jax.jit(lambda g: key_gated_attention(g)(q, k, v, mask, 0))(gate)
     ref, _ = attention(q, k, v, mask & gate[:, None, None, :].astype(bool), causal=True)
   np.testing.assert_allclose(out, ref, atol=1e-5)
   w = jax.random.normal(r[3], out.shape)
-  g = jax.grad(lambda g: jnp.sum(key_gated_attention(g)(q, k, v, mask, 0) * w))(gate)
+  g = jax.jit(jax.grad(lambda g: jnp.sum(key_gated_attention(g)(q, k, v, mask, 0) * w)))(gate)
   assert np.isfinite(g).all() and abs(g[0, 2]) > 1e-6 and abs(g[1, 1]) > 1e-6  # dropped keys
