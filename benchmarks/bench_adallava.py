@@ -29,7 +29,8 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from benchmarks.timing import markdown_table, median_seconds, torch_sync, write_results  # noqa: E402
+from benchmarks.timing import (markdown_table, median_seconds, torch_sync,  # noqa: E402
+                               write_results)
 from jaxvlm import models  # noqa: E402
 from jaxvlm.generation import generate  # noqa: E402
 from jaxvlm.methods import adallava as ada  # noqa: E402

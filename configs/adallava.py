@@ -1,12 +1,13 @@
-"""AdaLLaVA (seed 004): budget-sampled training and the token-budget sweep (accuracy, FLOPs, latency).
+"""AdaLLaVA (seed 004): budget-sampled training and the token-budget sweep (accuracy, FLOPs, time).
 
 ``jaxvlm run --config configs/adallava.py:tiny`` runs ``experiments/token_budget_sweep.py``.
 
 Presets:
-  tiny:    CPU, ~30 min on a shared 2-core machine. The ``configs/sft.py:vlm_tiny`` LLaVA with a 4-layer LM is trained on
-           the synthetic VQA set (cached in ``<workdir>/base``), wrapped in AdaLLaVA (latency
-           token, scheduler over layers 1..3 with layer 0 always on, token controller over the 16
-           visual tokens) and fine-tuned with budgets sampled per batch (``<workdir>/adallava``);
+  tiny:    CPU, ~30 min on a shared 2-core machine. The ``configs/sft.py:vlm_tiny`` LLaVA with
+           a 4-layer LM is trained on the synthetic VQA set (cached in ``<workdir>/base``),
+           wrapped in AdaLLaVA (latency token, scheduler over layers 1..3 with layer 0 always
+           on, token controller over the 16 visual tokens) and fully fine-tuned 1600 steps with
+           budgets sampled per batch (``<workdir>/adallava``);
            the sweep evaluates it on held-out questions written as a VQAv2 folder
            (questions / annotations json + images) and read back with ``jaxvlm.data.vqa``.
   llava7b: the LLaVA-1.5-7B shape and real paths as config fields (``model.path``,
