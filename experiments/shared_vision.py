@@ -73,6 +73,15 @@ def tiny_models(c: ml_collections.ConfigDict, workdir: str):
   return guide, decoder, folders, {"decoder": dhist[-1:], "guide": ghist[-1:]}
 
 
+def load_internvl2(path: str):
+  """(bf16 model, tokenizer) of an InternVL2 folder (``<IMG_CONTEXT>`` id from its tokenizer)."""
+  from jaxvlm.data.images import image_token_id
+  from jaxvlm.models.tokenizer import load_tokenizer
+  tokenizer = load_tokenizer(path)
+  return (models.load_pretrained(path, dtype="bfloat16", image_token_id=image_token_id(tokenizer)),
+          tokenizer)
+
+
 def load_samples(c: ml_collections.ConfigDict) -> list:
   d = c.data
   limit = d.limit or None
@@ -103,15 +112,11 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
   base = sgl.SGLSettings.from_mapping(c.sgl.to_dict())
   notes = {}
   if c.decoder.path:
-    from jaxvlm.models.tokenizer import load_tokenizer
-    from jaxvlm.data.images import image_token_id
-    load = lambda p: (models.load_pretrained(p, dtype="bfloat16", image_token_id=image_token_id(
-        load_tokenizer(p))), load_tokenizer(p))
-    (guide, gtok), (decoder, dtok) = load(c.guide.path), load(c.decoder.path)
+    (guide, gtok), (decoder, dtok) = load_internvl2(c.guide.path), load_internvl2(c.decoder.path)
     hybrid_path = os.path.join(workdir, "hybrid_hf")
     if c.hybrid.vision_path and not os.path.exists(os.path.join(hybrid_path, "config.json")):
       hybrid.build_hybrid(c.hybrid.vision_path, c.hybrid.lm_path, hybrid_path)
-    hyb, htok = load(hybrid_path) if c.hybrid.vision_path else (None, None)
+    hyb, htok = load_internvl2(hybrid_path) if c.hybrid.vision_path else (None, None)
     make = functools.partial(prompters.InternVL2Prompter, max_num=c.data.max_num)
   else:
     guide, decoder, folders, notes["final_train_log"] = tiny_models(c, workdir)
@@ -188,7 +193,7 @@ def report(c, m: dict) -> str:
     parts.append("## Hybrid (vision of one checkpoint, LM + projector of another)\n\n" + _table(
         ["reasoning mode", "accuracy", "n"],
         [[k, v["accuracy"], v["n"]] for k, v in m["hybrid"].items()]) + "\n")
-  row = lambda k, v: [k, v["accuracy"], v["mean_kept"], v["num_visual"], v["mean_score"],
+  row = lambda k, v: [k, v["accuracy"], v["mean_kept"], v["mean_visual"], v["mean_score"],
                       v["exit_share"], v["n"]]
   head = ["run", "accuracy", "kept tokens", "visual tokens", "mean exit score", "exit share", "n"]
   if m["guide_modes"]:

@@ -58,10 +58,11 @@ class InternVL2Prompter:
   """InternVL2 chat prompts with dynamic tiling (``max_num`` tiles; the thumbnail is added when
   an image has several). ``model.config.tokens_per_image`` visual tokens per tile."""
 
-  def __init__(self, model, tokenizer, max_num: int = 1, image_size: int = 448,
+  def __init__(self, model, tokenizer, max_num: int = 1, image_size: int | None = None,
                length_multiple: int = 64):
     self.tokenizer = tokenizer
-    self.max_num, self.image_size, self.multiple = max_num, image_size, length_multiple
+    self.max_num, self.multiple = max_num, length_multiple
+    self.image_size = image_size or model.config.vision.image_size  # 448 for InternVL2
     self.tokens_per_tile = model.config.tokens_per_image
     self.image_token_id = image_lib.image_token_id(tokenizer)
     self.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")

@@ -73,7 +73,7 @@ def run_samples(name: str, out_dir: str, samples: Sequence[Any],
     summary.update(exit_share=float(np.mean([r["exited"] for r in results])),
                    mean_score=float(np.mean([r["score"] for r in results])),
                    mean_kept=float(np.mean([r["num_kept"] for r in results])),
-                   num_visual=int(results[0]["num_visual"]))
+                   mean_visual=float(np.mean([r["num_visual"] for r in results])))
     io.write_json(os.path.join(out_dir, f"{name}_stats.json"), {
         "name": name, "question_ids": [r["question_id"] for r in results],
         "distributions": [(np.asarray(r["distribution"]) / max(sum(r["distribution"]), 1e-30)
