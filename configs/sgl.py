@@ -59,6 +59,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.experiment = "shared_vision"
   c.seed = 0
+  c.trust_remote_code = False  # run a checkpoint folder's own tokenizer code (InternLM2 ones)
   c.decoder = ml_collections.ConfigDict(dict(
       path="", hf_config=dict(select_layer=0, llm_config=dict(
           hidden_size=128, intermediate_size=256, num_hidden_layers=3)),
@@ -83,6 +84,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if preset == "tiny":
     return c
   if preset == "internvl2_2b_8b":
+    c.trust_remote_code = True  # InternVL2-2B / 8B tokenizers are tokenization_internlm2.py
     c.decoder.path = "/path/to/InternVL2-8B"
     c.guide.path = "/path/to/InternVL2-2B"
     c.hybrid.update(vision_path="/path/to/InternVL2-2B", lm_path="/path/to/InternVL2-1B")

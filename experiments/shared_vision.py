@@ -73,11 +73,12 @@ def tiny_models(c: ml_collections.ConfigDict, workdir: str):
   return guide, decoder, folders, {"decoder": dhist[-1:], "guide": ghist[-1:]}
 
 
-def load_internvl2(path: str):
-  """(bf16 model, tokenizer) of an InternVL2 folder (``<IMG_CONTEXT>`` id from its tokenizer)."""
+def load_internvl2(path: str, trust_remote_code: bool = False):
+  """(bf16 model, tokenizer) of an InternVL2 folder (``<IMG_CONTEXT>`` id from its tokenizer;
+  ``trust_remote_code`` runs the folder's tokenizer code, which InternLM2-based folders need)."""
   from jaxvlm.data.images import image_token_id
   from jaxvlm.models.tokenizer import load_tokenizer
-  tokenizer = load_tokenizer(path)
+  tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
   return (models.load_pretrained(path, dtype="bfloat16", image_token_id=image_token_id(tokenizer)),
           tokenizer)
 
@@ -112,11 +113,12 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
   base = sgl.SGLSettings.from_mapping(c.sgl.to_dict())
   notes = {}
   if c.decoder.path:
-    (guide, gtok), (decoder, dtok) = load_internvl2(c.guide.path), load_internvl2(c.decoder.path)
+    load = functools.partial(load_internvl2, trust_remote_code=c.trust_remote_code)
+    (guide, gtok), (decoder, dtok) = load(c.guide.path), load(c.decoder.path)
     hybrid_path = os.path.join(workdir, "hybrid_hf")
     if c.hybrid.vision_path and not os.path.exists(os.path.join(hybrid_path, "config.json")):
       hybrid.build_hybrid(c.hybrid.vision_path, c.hybrid.lm_path, hybrid_path)
-    hyb, htok = load_internvl2(hybrid_path) if c.hybrid.vision_path else (None, None)
+    hyb, htok = load(hybrid_path) if c.hybrid.vision_path else (None, None)
     make = functools.partial(prompters.InternVL2Prompter, max_num=c.data.max_num)
   else:
     guide, decoder, folders, notes["final_train_log"] = tiny_models(c, workdir)

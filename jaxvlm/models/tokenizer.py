@@ -9,16 +9,19 @@ from jaxvlm.errors import MissingFileError
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
 
 
-def load_tokenizer(path: str, padding_side: str = "left"):
+def load_tokenizer(path: str, padding_side: str = "left", trust_remote_code: bool = False):
   """``AutoTokenizer.from_pretrained(path)`` with left padding (as batched generation needs).
 
-  Raises :class:`MissingFileError` when the folder has none of the tokenizer files.
+  ``trust_remote_code`` runs the folder's own tokenizer code (InternVL2 / InternLM2 folders ship
+  ``tokenization_internlm2.py``); without it such a folder is refused. Raises
+  :class:`MissingFileError` when the folder has none of the tokenizer files.
   """
   if not any(os.path.exists(os.path.join(path, f)) for f in TOKENIZER_FILES):
     raise MissingFileError(os.path.join(path, "tokenizer.json"),
                            f"tokenizer (one of {', '.join(TOKENIZER_FILES)})")
   from transformers import AutoTokenizer
-  tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+  tok = AutoTokenizer.from_pretrained(path, local_files_only=True,
+                                      trust_remote_code=trust_remote_code)
   tok.padding_side = padding_side
   if tok.pad_token is None and tok.eos_token is not None:
     tok.pad_token = tok.eos_token
