@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from jaxvlm.sharding import mesh_config
+
 
 def _vlm() -> ml_collections.ConfigDict:
   """A ``configs/sft.py:vlm_tiny``-style config of the tiny Qwen2.5-VL trained on ICL episodes."""
@@ -34,9 +36,7 @@ def _vlm() -> ml_collections.ConfigDict:
                      b2=0.98, eps=1e-8, weight_decay=0.01, grad_clip=1.0),
       train=dict(steps=1000, batch_size=32, grad_accum=1, log_every=50, checkpoint_every=200,
                  keep_checkpoints=1),
-      mesh=dict(data=1, fsdp=-1, tensor=1, rules="fsdp",
-                distributed=dict(enabled=False, coordinator_address="", num_processes=-1,
-                                 process_id=-1))))
+      mesh=mesh_config()))
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -75,9 +75,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.compare = ml_collections.ConfigDict(dict(
       kl_betas=(0.12, 0.15), epochs=(3, 6),  # GRPO epoch of policy A / policy B
       shots=(1, 2, 3, 4), index_shots=1, eval_batch_size=64))
-  c.mesh = ml_collections.ConfigDict(dict(
-      data=1, fsdp=-1, tensor=1, rules="fsdp",
-      distributed=dict(enabled=False, coordinator_address="", num_processes=-1, process_id=-1)))
+  c.mesh = ml_collections.ConfigDict(mesh_config())
   if preset == "tiny":
     return c
   if preset == "qwen25vl3b":

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from jaxvlm.sharding import mesh_config
+
 # GSM8K-AUG has 385,620 training problems: one epoch at batch 128 is 3013 steps.
 AUG_STEPS_PER_EPOCH = 3013
 
@@ -69,9 +71,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.ablation = ml_collections.ConfigDict(dict(
       rows="cot,nocot,codi,pccot,pccot_codi,pccot_codi_kv,pccot_codi_rkv,kava,"
            "full_cot,full_nocot,full_pccot,full_kava"))
-  c.mesh = ml_collections.ConfigDict(dict(
-      data=1, fsdp=-1, tensor=1, rules="fsdp",
-      distributed=dict(enabled=False, coordinator_address="", num_processes=-1, process_id=-1)))
+  c.mesh = ml_collections.ConfigDict(mesh_config())
   if preset == "tiny":
     return c
   hf = {"llama1b": "/path/to/Llama-3.2-1B-Instruct", "qwen05b": "/path/to/Qwen2.5-0.5B-Instruct",

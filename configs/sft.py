@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from jaxvlm.sharding import mesh_config
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   preset = arg or "tiny"
@@ -45,9 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict(dict(
       steps=400, batch_size=32, grad_accum=1, log_every=10, eval_every=0, checkpoint_every=200,
       keep_checkpoints=2, resume=False, eval_batch_size=128, export=False))
-  c.mesh = ml_collections.ConfigDict(dict(
-      data=1, fsdp=-1, tensor=1, rules="fsdp",
-      distributed=dict(enabled=False, coordinator_address="", num_processes=-1, process_id=-1)))
+  c.mesh = ml_collections.ConfigDict(mesh_config())
   if preset == "tiny":
     return c
   if preset == "vlm_tiny":

@@ -13,11 +13,12 @@ from jaxvlm.sharding.mesh import (
     init_sharded,
     initialize_distributed,
     make_mesh,
+    mesh_config,
     param_spec,
     shard_state,
     state_shardings,
 )
 
 __all__ = ["LOGICAL_RULES_FSDP", "LOGICAL_RULES_TP", "MESH_AXES", "get_rules", "init_sharded",
-           "initialize_distributed", "logical_to_spec", "make_mesh", "param_spec", "shard_activation",
-           "shard_state", "state_shardings", "use_mesh_rules"]
+           "initialize_distributed", "logical_to_spec", "make_mesh", "mesh_config", "param_spec",
+           "shard_activation", "shard_state", "state_shardings", "use_mesh_rules"]

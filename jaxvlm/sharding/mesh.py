@@ -30,6 +30,15 @@ def get_rules(name: str) -> Rules:
   return RULE_PRESETS[name]
 
 
+def mesh_config(**overrides) -> dict:
+  """The ``mesh`` block of a run config (what :func:`make_mesh` reads): every device on ``fsdp``
+  (``-1`` = the remaining devices), the ``fsdp`` rules, ``jax.distributed`` off; ``overrides``
+  replace top-level keys."""
+  return dict(dict(data=1, fsdp=-1, tensor=1, rules="fsdp",
+                   distributed=dict(enabled=False, coordinator_address="", num_processes=-1,
+                                    process_id=-1)), **overrides)
+
+
 def initialize_distributed(config: Mapping[str, Any] | None) -> None:
   """``jax.distributed.initialize`` from ``config.distributed`` (coordinator, processes, id).
 
