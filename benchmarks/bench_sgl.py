@@ -95,14 +95,13 @@ def ours(s: dict, batch: dict) -> tuple[dict, dict]:
   assert sgl.shares_vision(guide, decoder)
   marks = types.SimpleNamespace(image_token_id=s["image"], eos_token_id=(), pad_token_id=0)
   px = jnp.asarray(batch["pixel_values"], s["dtype"])
-  hidden = lambda m: m.config.text.hidden_size
 
   def pipeline_run(keep: float):
     features = pipeline.vision_features(guide, px)
-    image = pipeline.project(guide, features).reshape(-1, hidden(guide))
+    image = pipeline.project(guide, features)
     g = sgl.guide_on_batch(guide, marks, batch, image, s["new"])
     kept = np.asarray(sgl.select_visual(g["importance"], keep))
-    d_image = pipeline.project(decoder, features).reshape(-1, hidden(decoder))
+    d_image = pipeline.project(decoder, features)
     settings = sgl.SGLSettings(prune_ratio=keep, prune_layer=0.0, max_new_tokens=s["new"])
     return sgl.pruned_generate(decoder, marks, batch, kept, settings, image_features=d_image)
 

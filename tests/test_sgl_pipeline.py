@@ -88,7 +88,8 @@ def test_confidence_is_geometric_mean_of_token_probs(pair):
   guide, _, gp, _, samples = pair
   s = sgl.SGLSettings(**SHORT)
   pixels = gp.batch(samples, [x.question for x in samples])["pixel_values"]
-  out = sgl.guide_pass(guide, gp, samples, s, sgl.pipeline.vision_features(guide, pixels))
+  out = sgl.guide_pass(guide, gp, samples, s, sgl.pipeline.project(
+      guide, sgl.pipeline.vision_features(guide, pixels)))
   batch = gp.batch(samples, [x.question for x in samples])
   new = out["new_tokens"]
   seq = np.concatenate([batch["input_ids"], new], 1)

@@ -66,7 +66,9 @@ def vision_features(model, pixel_values) -> jax.Array:
 
 
 def project(model, features) -> jax.Array:
-  return _project_jit(*nnx.split(model.multi_modal_projector), features)
+  """``model``'s projected visual tokens ``[T, H_text]`` of shared tower ``features``."""
+  out = _project_jit(*nnx.split(model.multi_modal_projector), features)
+  return out.reshape(-1, model.config.text.hidden_size)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
@@ -161,11 +163,11 @@ def guide_on_batch(guide, prompter, batch: dict, image, max_new_tokens: int,
 
 
 def guide_pass(guide, prompter, samples: Sequence[Any], settings: SGLSettings,
-               features) -> dict:
-  """:func:`guide_on_batch` on ``samples`` in the guide's reasoning mode, with its answers."""
+               image) -> dict:
+  """:func:`guide_on_batch` on ``samples`` in the guide's reasoning mode, with its answers
+  (``image``: the guide's projected visual tokens, :func:`project`)."""
   texts = [settings.guide_prompt().format(question=s.question) for s in samples]
   batch = prompter.batch(samples, texts)
-  image = project(guide, features).reshape(-1, guide.config.text.hidden_size)
   out = guide_on_batch(guide, prompter, batch, image, settings.guide_tokens(),
                        settings.consistency_token_ratio)
   return out | {"answers": [prompter.decode(r) for r in out["new_tokens"]]}
@@ -196,20 +198,19 @@ def guided_batch(guide, decoder, guide_prompter, decoder_prompter, samples: Sequ
   the same (:func:`shares_vision`), so one encoding feeds both projectors."""
   pixels = guide_prompter.batch(samples, [s.question for s in samples])["pixel_values"]
   features = vision_features(guide, pixels)
-  g = guide_pass(guide, guide_prompter, samples, settings, features)
+  image = project(guide, features)
+  g = guide_pass(guide, guide_prompter, samples, settings, image)
   texts = [settings.answer_prompt.format(question=s.question) for s in samples]
   if settings.guide_text_mode == "short_rationale":
     rationale = guide_prompter.batch(
         samples, [settings.rationale_prompt.format(question=s.question) for s in samples])
-    image = project(guide, features).reshape(-1, guide.config.text.hidden_size)
     hint, _ = _generate(guide, guide_prompter, rationale, settings.guide_max_new_tokens,
                         image_features=image)
     texts = [settings.hint_prompt.format(question=t, hint=decoder_prompter.decode(h))
              for t, h in zip(texts, hint)]
   batch = decoder_prompter.batch(samples, texts)
   if shared:
-    vision = {"image_features": project(decoder, features).reshape(
-        -1, decoder.config.text.hidden_size)}
+    vision = {"image_features": project(decoder, features)}
   else:
     vision = {"pixel_values": jnp.asarray(batch["pixel_values"])}
   n = int((batch["input_ids"][0] == decoder_prompter.image_token_id).sum())
