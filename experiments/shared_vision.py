@@ -20,6 +20,7 @@ import os
 import ml_collections
 
 from jaxvlm import io, models
+from jaxvlm.models import frozen
 from jaxvlm.config import load_config
 from jaxvlm.data import textvqa, vlm_batches
 from jaxvlm.errors import ConfigError
@@ -141,14 +142,16 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
     sgl.check_tokenizers(s, gtok, dtok)
     fn = lambda batch, step: pipeline.guided_batch(guide, decoder, gp, dp, batch, s,
                                                    shared=shared, step=step)
-    return run(name, batch_fn=fn, extra={"settings": dataclasses.asdict(s)})
+    with frozen.freeze(guide, decoder):
+      return run(name, batch_fn=fn, extra={"settings": dataclasses.asdict(s)})
 
   if hyb is not None:
     hp = make(hyb, htok)
     for mode in _names(c.runs.hybrid_modes):
       s = dataclasses.replace(base, reasoning_mode=mode)
       fn = lambda batch, step, s=s: pipeline.single_model_batch(hyb, hp, batch, s)
-      metrics["hybrid"][mode] = run(f"hybrid_{mode}", batch_fn=fn)
+      with frozen.freeze(hyb):
+        metrics["hybrid"][mode] = run(f"hybrid_{mode}", batch_fn=fn)
   for mode in _names(c.runs.guide_modes):
     if mode not in GUIDE_MODES:
       raise ConfigError("runs.guide_modes", mode, f"names from {sorted(GUIDE_MODES)}")

@@ -22,6 +22,7 @@ from flax import nnx
 
 from jaxvlm.errors import ConfigError, ShapeError
 from jaxvlm.generation.defaults import model_defaults
+from jaxvlm.models import frozen
 
 
 @flax.struct.dataclass
@@ -109,7 +110,7 @@ def generate(model: nnx.Module, input_ids, attention_mask=None, max_new_tokens: 
   rng = jax.random.key(0) if rng is None else rng
   if model_kwargs and hasattr(model, "prepare_inputs"):
     model_kwargs = model.prepare_inputs(input_ids, attention_mask, **model_kwargs)
-  graphdef, state = nnx.split(model)
+  graphdef, state = frozen.split(model)
   new_tokens, num = _generate_jit(graphdef, state, input_ids, attention_mask, rng, model_kwargs,
                                   max_new_tokens=max_new_tokens, temperature=float(temperature),
                                   top_k=int(top_k), top_p=float(top_p), eos=eos,

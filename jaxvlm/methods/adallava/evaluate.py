@@ -27,6 +27,7 @@ from jaxvlm import io
 from jaxvlm.data import vlm_batches
 from jaxvlm.eval import normalize_answer, vqa_accuracy
 from jaxvlm.generation import generate
+from jaxvlm.models import frozen
 from jaxvlm.methods.adallava.flops import flops_per_sample
 from jaxvlm.methods.adallava.modeling import (AdaLlava, budget_inputs, check_budget,
                                               layer_plan, visual_keep_count)
@@ -73,34 +74,35 @@ def evaluate_budget(model: AdaLlava, tokenizer, records: Sequence[Any],
   k = int(visual_keep_count(budget, n))
   length = batches[0][0]["input_ids"].shape[1] - n + k + 1  # K visual tokens + latency token
   text_cfg = model.vlm.config.text
-  samples = []
-  for batch, valid in batches:
-    inp, out = _run(model, batch, budget, length, max_new_tokens, tokenizer)
-    layers = layer_plan(model, inp).sum(1)
-    new = np.asarray(out.new_tokens)
-    num = np.asarray(out.num_generated)
-    prompt_lens = inp.attention_mask.sum(1)
-    for r in range(valid):
-      rec = records[len(samples)]
-      pred = tokenizer.decode(new[r]).strip()
-      flops = flops_per_sample(text_cfg, int(prompt_lens[r]), int(layers[r]), int(num[r]))
-      samples.append({
-          "doc_id": len(samples),
-          "doc": {"question_id": int(rec.question_id), "question": rec.question,
-                  "answers": list(rec.answers), "question_type": rec.question_type},
-          "target": rec.answer, "resps": [[pred]], "filtered_resps": [pred],
-          "exact_match": float(normalize_answer(pred) == normalize_answer(rec.answer)),
-          "vqa_accuracy": vqa_accuracy(pred, rec.answers),
-          "budget": float(budget), "num_keep": int(inp.num_keep[r]), "layers": int(layers[r]),
-          "prompt_len": int(prompt_lens[r]), "num_generated": int(num[r]),
-          "gen_len": _gen_len(new[r], tokenizer.eos_token_id), "first_token": int(new[r, 0]),
-          "flops": flops["total"], "flops_prefill": flops["prefill"]})
-  times, cpu = [], []
-  for _ in range(latency_repeats):
-    t0, c0 = time.perf_counter(), time.process_time()
-    _run(model, batches[0][0], budget, length, max_new_tokens, tokenizer)
-    times.append(time.perf_counter() - t0)
-    cpu.append(time.process_time() - c0)
+  with frozen.freeze(model):  # one graph split for every call below
+    samples = []
+    for batch, valid in batches:
+      inp, out = _run(model, batch, budget, length, max_new_tokens, tokenizer)
+      layers = layer_plan(model, inp).sum(1)
+      new = np.asarray(out.new_tokens)
+      num = np.asarray(out.num_generated)
+      prompt_lens = inp.attention_mask.sum(1)
+      for r in range(valid):
+        rec = records[len(samples)]
+        pred = tokenizer.decode(new[r]).strip()
+        flops = flops_per_sample(text_cfg, int(prompt_lens[r]), int(layers[r]), int(num[r]))
+        samples.append({
+            "doc_id": len(samples),
+            "doc": {"question_id": int(rec.question_id), "question": rec.question,
+                    "answers": list(rec.answers), "question_type": rec.question_type},
+            "target": rec.answer, "resps": [[pred]], "filtered_resps": [pred],
+            "exact_match": float(normalize_answer(pred) == normalize_answer(rec.answer)),
+            "vqa_accuracy": vqa_accuracy(pred, rec.answers),
+            "budget": float(budget), "num_keep": int(inp.num_keep[r]), "layers": int(layers[r]),
+            "prompt_len": int(prompt_lens[r]), "num_generated": int(num[r]),
+            "gen_len": _gen_len(new[r], tokenizer.eos_token_id), "first_token": int(new[r, 0]),
+            "flops": flops["total"], "flops_prefill": flops["prefill"]})
+    times, cpu = [], []
+    for _ in range(latency_repeats):
+      t0, c0 = time.perf_counter(), time.process_time()
+      _run(model, batches[0][0], budget, length, max_new_tokens, tokenizer)
+      times.append(time.perf_counter() - t0)
+      cpu.append(time.process_time() - c0)
   mean = lambda key: float(np.mean([s[key] for s in samples]))
   metrics = {"budget": float(budget), "num_keep": k, "layers": mean("layers"),
              "exact_match": mean("exact_match"), "vqa_accuracy": mean("vqa_accuracy"),

@@ -28,6 +28,7 @@ import pallas_kernels
 from jaxvlm.errors import ConfigError
 from jaxvlm.layers.attention import KVCache
 from jaxvlm.layers.linear import Linear
+from jaxvlm.models import frozen
 from jaxvlm.models import multimodal as mm
 from jaxvlm.models.llama.modeling import ModelOutput
 from jaxvlm.methods.adallava.gumbel import gumbel_topk, topk_mask
@@ -236,7 +237,7 @@ class BudgetInputs:
                 position_ids=jnp.asarray(self.position_ids))
 
 
-@nnx.jit
+@frozen.jit
 def _visual_scores(model: AdaLlava, pixel_values, budget):
   feats = model.vlm.get_image_features(pixel_values)
   return feats, model.controller(feats, model.latency_encoder(budget))
@@ -280,7 +281,7 @@ def budget_inputs(model: AdaLlava, input_ids, attention_mask, pixel_values, budg
   return BudgetInputs(*arrays, kept, budget, np.asarray(k, np.int32))
 
 
-@nnx.jit
+@frozen.jit
 def _prefill_plan(model: AdaLlava, input_ids, attention_mask, image_features, budget,
                   position_ids):
   call, _ = model.prefill_inputs(input_ids, attention_mask, image_features=image_features,

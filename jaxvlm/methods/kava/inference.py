@@ -23,6 +23,7 @@ from jaxvlm.eval.gsm8k import extract_answer, normalize_number
 from jaxvlm.generation import generate
 from jaxvlm.methods.kava import passes
 from jaxvlm.methods.kava.data import encode_text, prompt_ids
+from jaxvlm.models import frozen
 
 
 def latent_generate(model, q_ids, q_mask, prefix_ids: Sequence[int], *, num_latents: int,
@@ -31,7 +32,7 @@ def latent_generate(model, q_ids, q_mask, prefix_ids: Sequence[int], *, num_late
   """Greedy answers after M latents refined T times: (tokens ``[B, max_new]``, tokens generated
   per row incl. ``<eos>``); forward passes per row = ``1 + T + count``."""
   passes.check_latents(num_latents, iterations)
-  graphdef, state = nnx.split(model)
+  graphdef, state = frozen.split(model)
   return _latent_jit(graphdef, state, jnp.asarray(q_ids, jnp.int32), jnp.asarray(q_mask, jnp.int32),
                      jnp.asarray(prefix_ids, jnp.int32), num_latents=num_latents,
                      iterations=iterations, max_new_tokens=max_new_tokens,

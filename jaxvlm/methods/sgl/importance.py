@@ -14,6 +14,7 @@ from flax import nnx
 import pallas_kernels
 from jaxvlm.errors import ConfigError, ShapeError
 from jaxvlm.layers.attention import attention
+from jaxvlm.models import frozen
 
 
 def importance_from_attentions(attentions, query_mask, visual_mask) -> jnp.ndarray:
@@ -71,7 +72,7 @@ def visual_importance(model, input_ids, attention_mask, query_mask, visual_mask,
   if not v_valid.all():
     raise ShapeError("visual_mask", np.asarray(visual_mask).sum(1).tolist(),
                      "the same number of visual tokens in every row")
-  graphdef, state = nnx.split(model)
+  graphdef, state = frozen.split(model)
   return _importance_jit(graphdef, state, jnp.asarray(input_ids, jnp.int32),
                          jnp.asarray(attention_mask, jnp.int32), jnp.asarray(q_idx),
                          jnp.asarray(q_valid), jnp.asarray(v_idx), model_kwargs)

@@ -30,6 +30,7 @@ from jaxvlm.errors import ShapeError
 from jaxvlm.generation import generate
 from jaxvlm.methods.sgl.importance import prune_layer_index, select_visual, visual_importance
 from jaxvlm.methods.sgl.settings import SGLSettings
+from jaxvlm.models import frozen
 from jaxvlm.models import multimodal as mm
 
 _VISION_FIELDS = ("vision", "vision_feature_layer", "vision_final_norm", "drop_cls",
@@ -51,29 +52,20 @@ def shares_vision(a, b) -> bool:
       x.shape == y.shape and np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef",))
-def _vision_jit(graphdef, state, pixel_values):
-  return nnx.merge(graphdef, state).vision_features(pixel_values)
-
-
-@functools.partial(jax.jit, static_argnames=("graphdef",))
-def _project_jit(graphdef, state, features):
-  return nnx.merge(graphdef, state)(features)
-
-
+@frozen.jit
 def vision_features(model, pixel_values) -> jax.Array:
-  return _vision_jit(*nnx.split(model), jnp.asarray(pixel_values))
+  """The vision tower's features of ``pixel_values`` (before the projector)."""
+  return model.vision_features(pixel_values)
 
 
+@frozen.jit
 def project(model, features) -> jax.Array:
   """``model``'s projected visual tokens ``[T, H_text]`` of shared tower ``features``."""
-  out = _project_jit(*nnx.split(model.multi_modal_projector), features)
-  return out.reshape(-1, model.config.text.hidden_size)
+  return model.multi_modal_projector(features).reshape(-1, model.config.text.hidden_size)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef",))
-def _token_logprobs_jit(graphdef, state, input_ids, attention_mask, kept, source, target, kwargs):
-  model = nnx.merge(graphdef, state)
+@frozen.jit
+def _token_logprobs(model, input_ids, attention_mask, kept, source, target, kwargs):
   logits = model(input_ids=input_ids, attention_mask=attention_mask,
                  prune=mm.LayerPrune(kept, 0), **kwargs).logits
   rows = jnp.take_along_axis(logits, source[..., None], axis=1)  # [B, T, V]
@@ -102,16 +94,15 @@ def answer_score(model, input_ids, attention_mask, answer_ids, num_tokens, image
   source = slot[:, s - num_answer - 1 + t]  # token s - T + t is predicted from the one before
   if (source[valid] < 0).any():
     raise ShapeError("num_tokens", np.asarray(num_tokens).tolist(), "answers after kept tokens")
-  lp = np.asarray(_token_logprobs_jit(*nnx.split(model), jnp.asarray(np.maximum(ids, 0)),
+  lp = np.asarray(_token_logprobs(model, jnp.asarray(np.maximum(ids, 0)),
                                       jnp.asarray(mask),
                                       jnp.asarray(kept), jnp.asarray(np.maximum(source, 0)),
                                       jnp.asarray(answer_ids, jnp.int32), model_kwargs))
   return np.exp((lp * valid).sum(1) / np.maximum(valid.sum(1), 1))
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef",))
-def _embed_jit(graphdef, state, prompt_ids, new_tokens, image_features):
-  model = nnx.merge(graphdef, state)
+@frozen.jit
+def _embed(model, prompt_ids, new_tokens, image_features):
   prompt = model.embed_inputs(prompt_ids, image_features=image_features)
   return jnp.concatenate([prompt, model.language_model.model.embed_tokens(new_tokens)], axis=1)
 
@@ -146,7 +137,7 @@ def guide_on_batch(guide, prompter, batch: dict, image, max_new_tokens: int,
   consistency and score (arrays over the batch)."""
   new, num = _generate(guide, prompter, batch, max_new_tokens, image_features=image)
   markers, mask, query = _with_generated(batch, new, num, prompter.image_token_id)
-  embeds = _embed_jit(*nnx.split(guide), jnp.asarray(batch["input_ids"]), jnp.asarray(new), image)
+  embeds = _embed(guide, jnp.asarray(batch["input_ids"]), jnp.asarray(new), image)
   visual = (markers == prompter.image_token_id) & (mask > 0)
   importance = np.asarray(visual_importance(guide, np.maximum(markers, 0), mask, query, visual,
                                             inputs_embeds=embeds))
