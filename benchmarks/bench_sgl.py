@@ -119,8 +119,8 @@ def ours(s: dict, batch: dict) -> tuple[dict, dict]:
   kept = np.asarray(sgl.select_visual(g["importance"], 0.4))
   settings = sgl.SGLSettings(prune_ratio=0.4, prune_layer=0.0, max_new_tokens=s["new"])
   stages = {
-      "vision + both projections": lambda: [pipeline.project(m, pipeline.vision_features(
-          guide, px)) for m in (guide, decoder)],
+      "vision + both projections": lambda: [pipeline.project(m, f) for f in [
+          pipeline.vision_features(guide, px)] for m in (guide, decoder)],
       "guide generate + importance": lambda: sgl.guide_on_batch(guide, marks, batch, image,
                                                                 s["new"])["importance"],
       "select_visual": lambda: sgl.select_visual(g["importance"], 0.4),
