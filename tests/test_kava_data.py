@@ -50,6 +50,22 @@ def test_multistep_arithmetic_is_correct_and_disjoint():
   assert arithmetic.solve_chain([3, 4, 5, 2], ["*", "+", "-"]) == "3*4=12 12+5=17 17-2=15 #### 15"
 
 
+def test_multistep_arithmetic_modulo_with_mixed_operations():
+  train, test = arithmetic.make_multistep_splits(300, 50, 4, 9, seed=1, ops="+-*", modulus=10)
+  assert not {e["question"] for e in train} & {e["question"] for e in test}
+  assert {c for e in train for c in e["question"] if not c.isdigit()} == set("+-*")
+  for e in train[:100]:
+    value, steps = None, e["answer"].split("####")[0].split()
+    for step in steps:  # left to right, every step modulo 10
+      lhs, rhs = step.split("=")
+      value = eval(lhs) % 10  # noqa: S307
+      assert rhs == str(value)
+    assert len(steps) == 3 and extract_answer(e["answer"]) == str(value)
+  assert arithmetic.solve_chain([7, 1, 2, 7], ["*", "+", "*"], 10) == "7*1=7 7+2=9 9*7=3 #### 3"
+  with pytest.raises(ValueError, match="ops"):
+    arithmetic.make_multistep_splits(10, 2, ops="/")
+
+
 def test_encode_slots_and_budget_error():
   tok = CharTokenizer()
   ex = [{"question": "3*4+5-2", "cot": "3*4=12 12+5=17 17-2=15", "answer": "15"}]

@@ -36,37 +36,48 @@ def make_splits(digits: int, num_train: int, num_test: int, seed: int = 0
   return items[:num_train], items[num_train:]
 
 
-def solve_chain(operands: list[int], ops: list[str]) -> str:
-  """Left-to-right steps ``a*b=x x+c=y ...`` of a chain of binary operations, then ``#### N``."""
+def solve_chain(operands: list[int], ops: list[str], modulus: int = 0) -> str:
+  """Left-to-right steps ``a*b=x x+c=y ...`` of a chain of binary operations, then ``#### N``;
+  with ``modulus > 0`` every step's result is taken modulo it (``3*4=2`` for modulus 10)."""
   value, steps = operands[0], []
   for op, x in zip(ops, operands[1:]):
     new = {"+": value + x, "-": value - x, "*": value * x}[op]
+    new = new % modulus if modulus else new
     steps.append(f"{value}{op}{x}={new}")
     value = new
   return " ".join(steps) + f" #### {value}"
 
 
 def make_multistep_splits(num_train: int, num_test: int, num_operands: int = 4,
-                          max_operand: int = 9, seed: int = 0) -> tuple[list[dict], list[dict]]:
-  """Disjoint train / held-out multi-operand problems ``a*b+c-d`` (first op ``*``, the rest ``+``
-  or ``-``, operands 1..``max_operand``, evaluated left to right = usual precedence).
+                          max_operand: int = 9, seed: int = 0, *, ops: str = "",
+                          modulus: int = 0) -> tuple[list[dict], list[dict]]:
+  """Disjoint train / held-out multi-operand problems ``a*b+c-d`` (operands 1..``max_operand``,
+  evaluated left to right).
 
-  The answer needs every intermediate value, so a small model answering directly (No-CoT) fails
-  where one writing the steps (CoT) succeeds. Items are ``{"question", "answer": "steps #### N"}``.
+  ``ops=""``: the first operation is ``*``, the rest ``+`` or ``-`` (left to right = the usual
+  precedence). Otherwise every operation is drawn from the characters of ``ops`` (e.g. ``"+-*"``)
+  and the question still reads left to right. ``modulus > 0`` takes every step modulo it
+  (``solve_chain``): small step results, so each step is a short lookup while the answer still
+  needs every intermediate value. A small model answering directly (No-CoT) fails where one
+  writing the steps (CoT) succeeds. Items are ``{"question", "answer": "steps #### N"}``.
   """
   if num_operands < 3:
     raise ValueError(f"num_operands: got {num_operands}, expected >= 3")
-  space = max_operand ** num_operands * 2 ** (num_operands - 2)
+  if ops and set(ops) - set("+-*"):
+    raise ValueError(f"ops: got {ops!r}, expected characters from '+-*'")
+  choices = list(ops) or ["+", "-"]
+  space = max_operand ** num_operands * len(choices) ** (num_operands - 1 - (not ops))
   if num_train + num_test > space:
     raise ValueError(f"num_train + num_test: got {num_train + num_test}, expected <= {space}")
   rng = np.random.default_rng(seed)
   seen, items = set(), []
   while len(items) < num_train + num_test:
     operands = [int(x) for x in rng.integers(1, max_operand + 1, num_operands)]
-    ops = ["*"] + [str(o) for o in rng.choice(["+", "-"], num_operands - 2)]
-    question = "".join(f"{o}{x}" for o, x in zip([""] + ops, operands))
+    drawn = [str(o) for o in rng.choice(choices, num_operands - 1 - (not ops))]
+    chain = drawn if ops else ["*"] + drawn
+    question = "".join(f"{o}{x}" for o, x in zip([""] + chain, operands))
     if question in seen:
       continue
     seen.add(question)
-    items.append({"question": question, "answer": solve_chain(operands, ops)})
+    items.append({"question": question, "answer": solve_chain(operands, chain, modulus)})
   return items[:num_train], items[num_train:]
