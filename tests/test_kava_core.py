@@ -17,7 +17,8 @@ from jaxvlm.errors import ConfigError
 from jaxvlm.layers import lora
 from jaxvlm.methods import kava
 from jaxvlm.methods.kava import losses, passes
-from jaxvlm.methods.kava.method import packed_ce
+from jaxvlm.layers.rope import apply_rope
+from jaxvlm.methods.kava.method import compressed_teacher_kv, packed_ce
 
 TINY = dict(model_type="llama", vocab_size=100, hidden_size=32, intermediate_size=64,
             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -218,6 +219,34 @@ def test_teacher_kv_is_the_post_rope_cache_and_attention_is_exact(rng):
     want = kava.pool_group(full.attentions[layer][:, :, lq + lc:, lq:lq + lc], 2)
     np.testing.assert_allclose(t.answer_attention[layer], want, atol=1e-5)
   assert t.k[0].shape == (3, 18, 2, 8)
+
+
+def test_kv_rope_student_moves_key_targets_to_the_latent_slots(rng):
+  """kv_rope="student": kept CoT entry i_j (teacher position n_q + i_j) becomes the key of the
+  same content at latent j's position n_q + 1 + j; "teacher" keeps the cached key; V is as cached."""
+  model, batch = tiny_kava(), random_batch(rng)
+  lq, lc, m = 6, 7, 4
+  with jax.default_matmul_precision("highest"):
+    t = kava.teacher_forward(model, batch, need_cache=True)
+    cfg = lambda rope: kava.KavaConfig(num_latents=m, select="right_crop", kv_rope=rope)
+    moved_k, moved_v = compressed_teacher_kv(cfg("student"), t, batch, model)
+    cached_k, cached_v = compressed_teacher_kv(cfg("teacher"), t, batch, model)
+    n_q = batch["q_mask"].sum(1)
+    n_c = batch["cot_mask"].sum(1)
+    for layer, blk in enumerate(model.lm.model.layers):
+      raw = blk.self_attn.k_proj(blk.input_layernorm(t.hidden[layer]))  # pre-RoPE keys
+      raw = raw.reshape(*raw.shape[:2], 2, 8)
+      for b in range(3):
+        # right-crop: the last M valid entries (a shorter CoT repeats its last one)
+        idx = np.array(list(range(max(n_c[b] - m, 0), n_c[b])) + [n_c[b] - 1] * max(m - n_c[b], 0))
+        at = lambda p: model.lm.model.rope_tables(jnp.asarray(p)[None])
+        want_s = apply_rope(raw[b:b + 1, lq + idx], *at(n_q[b] + 1 + np.arange(m)))
+        want_t = apply_rope(raw[b:b + 1, lq + idx], *at(n_q[b] + idx))
+        np.testing.assert_allclose(moved_k[layer][b], want_s[0], atol=2e-5)
+        np.testing.assert_allclose(cached_k[layer][b], want_t[0], atol=2e-5)
+        np.testing.assert_allclose(moved_v[layer][b], cached_v[layer][b])
+  with pytest.raises(ConfigError, match="kava.kv_rope"):
+    kava.KavaConfig(kv_rope="none")
 
 
 def test_lora_gradients_flow_through_every_iteration(rng):

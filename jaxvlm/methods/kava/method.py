@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvlm.errors import ConfigError
+from jaxvlm.layers.rope import apply_rope
 from jaxvlm.methods.kava import losses, passes, rkv
 
 METHODS = ("cot", "nocot", "codi", "pccot", "kava")
@@ -27,6 +28,7 @@ DEFAULT_TERMS = {"cot": ("teacher_ce",), "nocot": ("student_ce",),
                  "codi": ("student_ce", "teacher_ce", "codi"),
                  "kava": ("student_ce", "teacher_ce", "codi", "kv")}
 KV_ITERATIONS = ("final", "all")
+KV_ROPE = ("teacher", "student")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +45,7 @@ class KavaConfig:
   kv_distance: str = "smooth_l1"
   kv_normalize: bool = True
   kv_iterations: str = "final"     # final | all
+  kv_rope: str = "teacher"         # teacher (targets as cached) | student (moved to latent slots)
   select: str = "rkv"              # rkv | attention_only | cosine_only | right_crop
   lam: float = 0.1
   pooling: str = "mean"            # GQA-group pooling of the answer attention: mean | max
@@ -60,6 +63,8 @@ class KavaConfig:
                         f"{self.method!r} (no latents)")
     if self.kv_iterations not in KV_ITERATIONS:
       raise ConfigError("kava.kv_iterations", self.kv_iterations, f"one of {KV_ITERATIONS}")
+    if self.kv_rope not in KV_ROPE:
+      raise ConfigError("kava.kv_rope", self.kv_rope, f"one of {KV_ROPE}")
     if self.select not in rkv.VARIANTS:
       raise ConfigError("kava.select", self.select, f"one of {rkv.VARIANTS}")
     if self.pooling not in rkv.POOLING:
@@ -103,8 +108,23 @@ def _segments(batch, names):
   return cat("ids"), cat("mask")
 
 
-def compressed_teacher_kv(cfg: KavaConfig, t: passes.TeacherOut, batch: dict):
-  """The teacher CoT K/V compressed to M entries: (L x [B, M, Hkv, D], same for V)."""
+def move_rope(model, k: jax.Array, delta: jax.Array) -> jax.Array:
+  """Post-RoPE keys ``k [B, M, Hkv, D]`` rotated by ``delta [B, M, Hkv]`` more positions: a key
+  cached at position ``p`` becomes the key of the same content at ``p + delta`` (RoPE rotations
+  compose; rope types whose tables carry an attention scaling other than 1 are not supported)."""
+  b, m, h, d = k.shape
+  cos, sin = model.lm.model.rope_tables(delta.reshape(b, m * h))
+  return apply_rope(k.reshape(b, m * h, 1, d), cos, sin).reshape(b, m, h, d)
+
+
+def compressed_teacher_kv(cfg: KavaConfig, t: passes.TeacherOut, batch: dict, model=None):
+  """The teacher CoT K/V compressed to M entries: (L x [B, M, Hkv, D], same for V).
+
+  Kept entry ``j`` (of CoT index ``i_j``) is the target of latent ``j``. Its key is rotated at its
+  teacher position ``n_q + i_j`` (``n_q`` valid question tokens); with ``kv_rope="student"`` it is
+  moved to latent ``j``'s position ``n_q + 1 + j`` (``move_rope`` by ``1 + j - i_j``, needs
+  ``model``), so the target differs from the student's key by content only, not by position.
+  """
   lq, lc = batch["q_ids"].shape[1], batch["cot_ids"].shape[1]
   cot_valid = jnp.asarray(batch["cot_mask"]).astype(bool)
   ans_valid = jnp.asarray(batch["ans_mask"]).astype(bool)
@@ -117,9 +137,12 @@ def compressed_teacher_kv(cfg: KavaConfig, t: passes.TeacherOut, batch: dict):
     k = jax.lax.stop_gradient(t.k[layer][:, lq:lq + lc])       # [B, C, Hkv, D]
     v = jax.lax.stop_gradient(t.v[layer][:, lq:lq + lc])
     att = zeros if t.answer_attention is None else t.answer_attention[layer]
-    idx = select(att, k.transpose(0, 2, 1, 3), cot_valid, ans_valid)
-    take = lambda x: jnp.take_along_axis(x, idx.transpose(0, 2, 1)[..., None], axis=1)
-    ks.append(take(k))
+    idx = select(att, k.transpose(0, 2, 1, 3), cot_valid, ans_valid).transpose(0, 2, 1)
+    take = lambda x: jnp.take_along_axis(x, idx[..., None], axis=1)   # [B, M, Hkv, D]
+    key = take(k)
+    if cfg.kv_rope == "student":
+      key = move_rope(model, key, 1 + jnp.arange(cfg.num_latents)[None, :, None] - idx)
+    ks.append(key)
     vs.append(take(v))
   return tuple(ks), tuple(vs)
 
@@ -168,7 +191,7 @@ def kava_loss(cfg: KavaConfig, model, batch: dict, prefix_len: int) -> tuple[jax
                                        [h[:, prefix_len] for h in s.hidden[1:]],
                                        cfg.codi_distance, cfg.codi_normalize)
     if "kv" in terms:
-      tk, tv = compressed_teacher_kv(cfg, t, batch)
+      tk, tv = compressed_teacher_kv(cfg, t, batch, model)
       parts["kv"] = jnp.mean(jnp.stack([
           losses.kv_loss(tk, tv, sk, sv, cfg.kv_distance, cfg.kv_normalize)
           for sk, sv in zip(s.latent_k, s.latent_v)]))
