@@ -44,6 +44,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(
       source="arithmetic",  # arithmetic | gsm8k_aug
       num_train=8000, num_test=200, num_operands=4, max_operand=9,
+      ops="", modulus=0,  # arithmetic: operation characters ("" = a*b then +/-), 0 = no modulo
       train_path="", train_limit=0,
       test_paths=dict(),  # name -> path; names: gsm8k, gsm8k_aug, gsm_hard, svamp, multiarith
       test_limit=0,
@@ -57,6 +58,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       weights=dict(student_ce=1.0, teacher_ce=1.0, codi=10.0, kv=1.0),
       codi_distance="smooth_l1", codi_normalize=True,
       kv_distance="smooth_l1", kv_normalize=True, kv_iterations="final",  # final | all
+      kv_rope="teacher",  # KV key targets: teacher (as cached) | student (moved to latent slots)
       select="rkv", lam=0.1, pooling="mean",  # rkv | attention_only | cosine_only | right_crop
       projection="mlp"))  # mlp | identity
   c.lora = ml_collections.ConfigDict(dict(

@@ -78,7 +78,8 @@ def load_data(c: ml_collections.ConfigDict
   if d.source == "arithmetic":
     n_pre = c.pretrain.num_problems
     train, test = arithmetic.make_multistep_splits(n_pre + d.num_train, d.num_test,
-                                                   d.num_operands, d.max_operand, seed=c.seed)
+                                                   d.num_operands, d.max_operand, seed=c.seed,
+                                                   ops=d.ops, modulus=d.modulus)
     train = [kava.as_cot_record(e) for e in train]
     return train[n_pre:], {"held-out": [kava.as_cot_record(e) for e in test]}, train[:n_pre]
   if d.source == "gsm8k_aug":
