@@ -33,7 +33,7 @@ from benchmarks.timing import (markdown_table, median_seconds, torch_sync,  # no
                                write_results)
 from jaxvlm import models  # noqa: E402
 from jaxvlm.generation import generate  # noqa: E402
-from jaxvlm.models import frozen  # noqa: E402
+from jaxvlm import frozen  # noqa: E402
 from jaxvlm.methods import adallava as ada  # noqa: E402
 
 IMG, LAT = 32000, 32002  # LLaVA-1.5's <image>; an unused row of its 32064-entry vocabulary

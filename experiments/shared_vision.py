@@ -20,7 +20,7 @@ import os
 import ml_collections
 
 from jaxvlm import io, models
-from jaxvlm.models import frozen
+from jaxvlm import frozen
 from jaxvlm.config import load_config
 from jaxvlm.data import textvqa, vlm_batches
 from jaxvlm.errors import ConfigError

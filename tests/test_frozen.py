@@ -1,10 +1,10 @@
-"""jaxvlm.models.frozen: one graph split reused inside ``freeze``, and ``frozen.jit``."""
+"""jaxvlm.frozen: one graph split reused inside ``freeze``, and ``frozen.jit``."""
 
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxvlm.models import frozen
+from jaxvlm import frozen
 
 
 class Tiny(nnx.Module):

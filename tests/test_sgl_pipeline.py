@@ -13,7 +13,7 @@ import pytest
 from jaxvlm import models
 from jaxvlm.data import vlm_batches
 from jaxvlm.data.tokenizer import CharTokenizer
-from jaxvlm.errors import ConfigError
+from jaxvlm.errors import ConfigError, ShapeError
 from jaxvlm.generation import generate
 from jaxvlm.methods import sgl
 from jaxvlm.training import vlm
@@ -51,6 +51,27 @@ def test_map_free_importance_equals_attention_maps(pair):
   want = sgl.importance_from_attentions(maps, query, visual)
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4)
   assert got.shape == (3, gp.num_visual(samples[0]))
+
+
+def test_importance_on_the_generation_cache_equals_a_full_teacher_forced_pass(pair):
+  guide, _, gp, _, samples = pair
+  batch = gp.batch(samples, [s.question for s in samples])
+  image = sgl.pipeline.project(guide, sgl.pipeline.vision_features(guide, batch["pixel_values"]))
+  out = generate(guide, batch["input_ids"], batch["attention_mask"], 5, temperature=0.0,
+                 eos_token_id=2, pad_token_id=0, image_features=image, return_cache=True)
+  new, num = np.asarray(out.new_tokens), np.asarray(out.num_generated)
+  markers, mask, query = sgl.pipeline._with_generated(batch, new, num, gp.image_token_id)
+  visual = (markers == gp.image_token_id) & (mask > 0)
+  ids = np.concatenate([batch["input_ids"], new], 1)
+  embeds = sgl.pipeline._embed(guide, jnp.asarray(batch["input_ids"]), jnp.asarray(new), image)
+  with jax.default_matmul_precision("highest"):
+    full = sgl.visual_importance(guide, ids, mask, query, visual, inputs_embeds=embeds)
+    cached = sgl.visual_importance(guide, ids, mask, query, visual, cache=out.cache,
+                                   inputs_embeds=embeds)
+  assert len(set(batch["attention_mask"].sum(1))) > 1  # ragged, left-padded prompts
+  np.testing.assert_allclose(np.asarray(cached), np.asarray(full), rtol=1e-4, atol=1e-6)
+  with pytest.raises(ShapeError, match="inputs_embeds"):  # the suffix holds visual columns
+    sgl.visual_importance(guide, ids, mask, query, visual, cache=out.cache)
 
 
 def test_shared_vision_is_checked_on_weights(pair):

@@ -13,6 +13,7 @@ position tables), the second to every decode call (e.g. M-RoPE ``rope_deltas``).
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import flax.struct
 import jax
@@ -22,17 +23,20 @@ from flax import nnx
 
 from jaxvlm.errors import ConfigError, ShapeError
 from jaxvlm.generation.defaults import model_defaults
-from jaxvlm.models import frozen
+from jaxvlm import frozen
 
 
 @flax.struct.dataclass
 class GenerateOutput:
   """``sequences [B, P + max_new_tokens]`` = prompt + generated ids (``pad_token_id`` after EOS);
-  ``num_generated [B]`` counts generated tokens up to and including EOS."""
+  ``num_generated [B]`` counts generated tokens up to and including EOS; ``cache``: the final KV
+  cache (slot ``i`` = column ``i`` of ``sequences``; the last column is never fed back) when asked
+  for with ``return_cache=True``, else None."""
 
   sequences: jax.Array
   num_generated: jax.Array
   prompt_length: int = flax.struct.field(pytree_node=False, default=0)
+  cache: Any = None
 
   @property
   def new_tokens(self) -> jax.Array:
@@ -81,14 +85,15 @@ def generate(model: nnx.Module, input_ids, attention_mask=None, max_new_tokens: 
              *, temperature: float | None = None, top_k: int | None = None,
              top_p: float | None = None, eos_token_id: int | list[int] | None = None,
              pad_token_id: int | None = None, rng: jax.Array | None = None,
-             **model_kwargs) -> GenerateOutput:
+             return_cache: bool = False, **model_kwargs) -> GenerateOutput:
   """Generates up to ``max_new_tokens`` tokens after a left-padded prompt batch.
 
   Arguments left at ``None`` come from ``model.generation_config`` (the checkpoint's
   ``generation_config.json``, see :mod:`jaxvlm.generation.defaults`), as in ``transformers``:
   greedy unless it says ``do_sample``; sequences stop at any of its EOS ids (``eos_token_id=()``
   never stops); positions after EOS hold ``pad_token_id`` (default: pad, else the first EOS id);
-  ``max_new_tokens`` defaults to 32. Extra ``model_kwargs`` (pixel values, image grids) go to
+  ``max_new_tokens`` defaults to 32. ``return_cache`` keeps the final KV cache in the output
+  (e.g. to re-read the generated tokens' attention without a second prefill). Extra ``model_kwargs`` (pixel values, image grids) go to
   ``model.prefill_inputs``.
   """
   defaults = model_defaults(model)
@@ -111,18 +116,19 @@ def generate(model: nnx.Module, input_ids, attention_mask=None, max_new_tokens: 
   if model_kwargs and hasattr(model, "prepare_inputs"):
     model_kwargs = model.prepare_inputs(input_ids, attention_mask, **model_kwargs)
   graphdef, state = frozen.split(model)
-  new_tokens, num = _generate_jit(graphdef, state, input_ids, attention_mask, rng, model_kwargs,
-                                  max_new_tokens=max_new_tokens, temperature=float(temperature),
-                                  top_k=int(top_k), top_p=float(top_p), eos=eos,
-                                  pad_token_id=int(pad_token_id))
+  new_tokens, num, cache = _generate_jit(
+      graphdef, state, input_ids, attention_mask, rng, model_kwargs,
+      max_new_tokens=max_new_tokens, temperature=float(temperature), top_k=int(top_k),
+      top_p=float(top_p), eos=eos, pad_token_id=int(pad_token_id), return_cache=return_cache)
   return GenerateOutput(jnp.concatenate([input_ids, new_tokens], axis=1), num,
-                        prompt_length=input_ids.shape[1])
+                        prompt_length=input_ids.shape[1], cache=cache)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "temperature",
-                                              "top_k", "top_p", "eos", "pad_token_id"))
+                                              "top_k", "top_p", "eos", "pad_token_id",
+                                              "return_cache"))
 def _generate_jit(graphdef, state, input_ids, attention_mask, rng, model_kwargs, *,
-                  max_new_tokens, temperature, top_k, top_p, eos, pad_token_id):
+                  max_new_tokens, temperature, top_k, top_p, eos, pad_token_id, return_cache):
   model = nnx.merge(graphdef, state)
   batch, prompt_len = input_ids.shape
   sample = functools.partial(sample_logits, temperature=temperature, top_k=top_k, top_p=top_p)
@@ -160,5 +166,5 @@ def _generate_jit(graphdef, state, input_ids, attention_mask, rng, model_kwargs,
     return step + 1, nxt, out.cache, tokens, done, num, rng
 
   carry = (jnp.int32(1), token, out.cache, tokens, done, num, rng)
-  _, _, _, tokens, _, num, _ = jax.lax.while_loop(cond, body, carry)
-  return tokens, num
+  _, _, cache, tokens, _, num, _ = jax.lax.while_loop(cond, body, carry)
+  return tokens, num, cache if return_cache else None

@@ -27,7 +27,7 @@ from jaxvlm import io
 from jaxvlm.data import vlm_batches
 from jaxvlm.eval import normalize_answer, vqa_accuracy
 from jaxvlm.generation import generate
-from jaxvlm.models import frozen
+from jaxvlm import frozen
 from jaxvlm.methods.adallava.flops import flops_per_sample
 from jaxvlm.methods.adallava.modeling import (AdaLlava, budget_inputs, check_budget,
                                               layer_plan, visual_keep_count)

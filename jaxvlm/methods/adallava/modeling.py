@@ -28,7 +28,7 @@ import pallas_kernels
 from jaxvlm.errors import ConfigError
 from jaxvlm.layers.attention import KVCache
 from jaxvlm.layers.linear import Linear
-from jaxvlm.models import frozen
+from jaxvlm import frozen
 from jaxvlm.models import multimodal as mm
 from jaxvlm.models.llama.modeling import ModelOutput
 from jaxvlm.methods.adallava.gumbel import gumbel_topk, topk_mask

@@ -23,7 +23,7 @@ from jaxvlm.eval.gsm8k import extract_answer, normalize_number
 from jaxvlm.generation import generate
 from jaxvlm.methods.kava import passes
 from jaxvlm.methods.kava.data import encode_text, prompt_ids
-from jaxvlm.models import frozen
+from jaxvlm import frozen
 
 
 def latent_generate(model, q_ids, q_mask, prefix_ids: Sequence[int], *, num_latents: int,

@@ -13,8 +13,8 @@ from flax import nnx
 
 import pallas_kernels
 from jaxvlm.errors import ConfigError, ShapeError
-from jaxvlm.layers.attention import attention
-from jaxvlm.models import frozen
+from jaxvlm.layers.attention import KVCache, attention
+from jaxvlm import frozen
 
 
 def importance_from_attentions(attentions, query_mask, visual_mask) -> jnp.ndarray:
@@ -56,8 +56,8 @@ def _row_indices(mask) -> tuple[np.ndarray, np.ndarray]:
   return order.astype(np.int32), np.take_along_axis(mask, order, 1)
 
 
-def visual_importance(model, input_ids, attention_mask, query_mask, visual_mask,
-                      **model_kwargs) -> jax.Array:
+def visual_importance(model, input_ids, attention_mask, query_mask, visual_mask, *,
+                      cache: KVCache | None = None, **model_kwargs) -> jax.Array:
   """``[B, N]`` guide importance without attention maps: every layer's attention of only the
   ``query_mask`` rows over all keys (``[B, H, n_query, S]``, never ``[S, S]``), summed over layers,
   heads and queries, at the ``visual_mask`` columns (N per row, the same in every row).
@@ -66,16 +66,39 @@ def visual_importance(model, input_ids, attention_mask, query_mask, visual_mask,
   ``model_kwargs``: ``pixel_values`` / ``image_features``) through its ``attention_fn`` hook, with
   the model's own attention implementation for the outputs. Equals
   :func:`importance_from_attentions` on the full maps (tested).
+
+  ``cache``: the KV cache of the generation that produced the sequence (``generate(...,
+  return_cache=True).cache``, slot = column). Then only the columns from the first query on run,
+  against the cached keys / values of the columns before them: the same attention for a fraction
+  of a prefill (the text after the image and the generated tokens, not the image). Where the
+  suffix holds visual columns (left padding shifts rows) ``inputs_embeds`` of the whole sequence
+  must be given.
   """
-  q_idx, q_valid = _row_indices(query_mask)
   v_idx, v_valid = _row_indices(visual_mask)
   if not v_valid.all():
     raise ShapeError("visual_mask", np.asarray(visual_mask).sum(1).tolist(),
                      "the same number of visual tokens in every row")
+  ids, mask, query = (np.asarray(jax.device_get(a)) for a in (input_ids, attention_mask,
+                                                                query_mask))
+  if cache is not None:
+    start = int(np.argmax(query.any(0)))  # the first column that is a query in some row
+    if cache.max_len < ids.shape[1]:
+      raise ShapeError("cache", cache.max_len, f">= {ids.shape[1]} slots (the sequence)")
+    embeds = model_kwargs.get("inputs_embeds")
+    if embeds is None and start <= int(v_idx.max()):
+      raise ShapeError("inputs_embeds", None, f"the sequence's embeddings: visual columns lie "
+                       f"after the first query column {start}")
+    keep = jnp.arange(cache.max_len)[None] < start  # the suffix's slots are written again
+    model_kwargs = model_kwargs | {"cache": cache.replace(
+        index=jnp.asarray(start, jnp.int32), key_valid=cache.key_valid & keep)}
+    if embeds is not None:
+      model_kwargs["inputs_embeds"] = embeds[:, start:]
+    ids, mask, query = ids[:, start:], mask[:, start:], query[:, start:]
+  q_idx, q_valid = _row_indices(query)
   graphdef, state = frozen.split(model)
-  return _importance_jit(graphdef, state, jnp.asarray(input_ids, jnp.int32),
-                         jnp.asarray(attention_mask, jnp.int32), jnp.asarray(q_idx),
-                         jnp.asarray(q_valid), jnp.asarray(v_idx), model_kwargs)
+  return _importance_jit(graphdef, state, jnp.asarray(ids, jnp.int32), jnp.asarray(mask, jnp.int32),
+                         jnp.asarray(q_idx), jnp.asarray(q_valid), jnp.asarray(v_idx),
+                         model_kwargs)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))

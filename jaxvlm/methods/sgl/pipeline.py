@@ -3,8 +3,9 @@
 :func:`guided_batch` — one vision encoding (:func:`shares_vision`: the same tower weights) feeds
 both projectors; the guide generates (answer or CoT), its importance over the visual tokens is
 the map-free attention of its prompt text after the image and of its generated tokens
-(:func:`~jaxvlm.methods.sgl.importance.visual_importance`, teacher-forced on what it generated,
-which for greedy decoding is the attention it had while generating); the large model keeps
+(:func:`~jaxvlm.methods.sgl.importance.visual_importance` re-run on the generation's own KV cache
+for the text after the image and the generated tokens only: the attention they had while
+generating, without a second prefill); the large model keeps
 ``int(N * prune_ratio)`` visual tokens (``select_tokens``) from layer ``int(L * prune_layer)``
 through the KV-cached ``generate`` (:class:`~jaxvlm.models.multimodal.LayerPrune`, original
 position ids). Early exit: confidence = exp(mean log p) of the guide's generated tokens,
@@ -30,7 +31,7 @@ from jaxvlm.errors import ShapeError
 from jaxvlm.generation import generate
 from jaxvlm.methods.sgl.importance import prune_layer_index, select_visual, visual_importance
 from jaxvlm.methods.sgl.settings import SGLSettings
-from jaxvlm.models import frozen
+from jaxvlm import frozen
 from jaxvlm.models import multimodal as mm
 
 _VISION_FIELDS = ("vision", "vision_feature_layer", "vision_final_norm", "drop_cls",
@@ -108,10 +109,12 @@ def _embed(model, prompt_ids, new_tokens, image_features):
 
 
 def _generate(model, prompter, batch: dict, max_new_tokens: int, **kwargs):
+  """(new tokens, counts) as NumPy arrays; with ``return_cache=True`` also the final KV cache."""
   out = generate(model, batch["input_ids"], batch["attention_mask"], max_new_tokens,
                  temperature=0.0, eos_token_id=prompter.eos_token_id,
                  pad_token_id=prompter.pad_token_id, **kwargs)
-  return np.asarray(out.new_tokens), np.asarray(out.num_generated)
+  new, num = np.asarray(out.new_tokens), np.asarray(out.num_generated)
+  return (new, num, out.cache) if out.cache is not None else (new, num)
 
 
 def _with_generated(batch: dict, new: np.ndarray, num: np.ndarray, image_token_id: int):
@@ -135,12 +138,13 @@ def guide_on_batch(guide, prompter, batch: dict, image, max_new_tokens: int,
   """The guide's greedy generation on a prompt ``batch`` (projected visual tokens ``image``) and
   its importance ``[B, N]``; with ``consistency_ratio`` also the early-exit confidence,
   consistency and score (arrays over the batch)."""
-  new, num = _generate(guide, prompter, batch, max_new_tokens, image_features=image)
+  new, num, cache = _generate(guide, prompter, batch, max_new_tokens, image_features=image,
+                              return_cache=True)
   markers, mask, query = _with_generated(batch, new, num, prompter.image_token_id)
-  embeds = _embed(guide, jnp.asarray(batch["input_ids"]), jnp.asarray(new), image)
   visual = (markers == prompter.image_token_id) & (mask > 0)
+  embeds = _embed(guide, jnp.asarray(batch["input_ids"]), jnp.asarray(new), image)
   importance = np.asarray(visual_importance(guide, np.maximum(markers, 0), mask, query, visual,
-                                            inputs_embeds=embeds))
+                                            cache=cache, inputs_embeds=embeds))
   out = {"importance": importance, "new_tokens": new}
   if consistency_ratio is not None:
     score = functools.partial(answer_score, guide, markers, mask, new, num,
