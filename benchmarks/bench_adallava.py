@@ -12,6 +12,12 @@ Anchor: ``transformers`` sdpa, ``generate(max_new_tokens=16, min_new_tokens=16)`
 token and layer. Medians after warm-up. Targets: ours at 1.0 >= 1.5x transformers; ours at 0.5
 <= 0.6x ours at 1.0.
 
+``--granularity head``: inside the chosen layers only some KV-head groups (and their MLP rows)
+run, their weight slices gathered (``adallava.unit_counts``: at budget ``b``, ``U = floor(32 G b)
+- 8 G`` units after the prefix, in ``n = ceil(U / G)`` layers of ``ceil(U / n)`` units, ``G =
+32``); writes ``$OUT/adallava_head.json``. The default budgets give whole layers there (the same
+plan as layers); ``--budgets 1.0 0.6 0.5 0.4`` times partial ones (0.6: 12 layers of 30 units).
+
 Run: ``PYTHONPATH=. python benchmarks/bench_adallava.py`` (writes ``$OUT/adallava.json``);
 ``--tiny``: a small LLaVA in float32 on CPU (smoke run, checked by tests/test_bench_adallava.py).
 """
@@ -66,10 +72,11 @@ def prompts(shape: dict, batch: int, n_text: int, rng) -> tuple[np.ndarray, np.n
   return ids, px
 
 
-def build_ours(shape: dict, dtype: str, attention: str, prefix: int) -> ada.AdaLlava:
+def build_ours(shape: dict, dtype: str, attention: str, prefix: int,
+               granularity: str = "layer") -> ada.AdaLlava:
   vlm = models.from_config(shape, seed=0, dtype=dtype, param_dtype=dtype, attention_impl=attention)
-  return ada.AdaLlava(vlm, ada.AdaConfig(LAT, prefix_layers=prefix, shared_plan=True),
-                      nnx.Rngs(1))
+  return ada.AdaLlava(vlm, ada.AdaConfig(LAT, prefix_layers=prefix, shared_plan=True,
+                                         granularity=granularity), nnx.Rngs(1))
 
 
 def build_hf(shape: dict, dtype, device: str):
@@ -86,14 +93,22 @@ def main(argv=None) -> dict:
   p.add_argument("--text", type=int, default=40, help="text tokens per prompt (incl. <s>)")
   p.add_argument("--new", type=int, default=16, help="new tokens")
   p.add_argument("--iters", type=int, default=5)
+  p.add_argument("--granularity", choices=("layer", "head"), default="layer",
+                 help="what the scheduler picks: layers, or KV-head groups inside layers")
+  p.add_argument("--budgets", type=float, nargs="+", default=BUDGETS,
+                 help="budgets to time (must include 1.0 and 0.5, the targets' budgets); e.g. "
+                 "0.6 0.4 give partial layers with --granularity head")
   args = p.parse_args(argv)
+  if not {1.0, 0.5} <= set(args.budgets):
+    p.error(f"--budgets: got {args.budgets}, expected a list including 1.0 and 0.5")
   shape = TINY if args.tiny else LLAVA15_7B
   dtype, device = ("float32", "cpu") if args.tiny else ("bfloat16", "cuda")
   layers = shape["text_config"]["num_hidden_layers"]
   rng = np.random.default_rng(0)
   ids, px = prompts(shape, args.batch, args.text, rng)
   mask = np.ones_like(ids)
-  ours = build_ours(shape, dtype, "xla" if args.tiny else "cudnn", prefix=layers // 4)
+  ours = build_ours(shape, dtype, "xla" if args.tiny else "cudnn", prefix=layers // 4,
+                    granularity=args.granularity)
   px_j = jax.numpy.asarray(px, dtype)
 
   def run_ours(budget):
@@ -116,14 +131,17 @@ def main(argv=None) -> dict:
   del hf
   n = ids.shape[1] - args.text
   rows, times = [], {}
-  for b in BUDGETS:
+  for b in args.budgets:
     with frozen.freeze(ours):
       times[b] = median_seconds(lambda: run_ours(b), warmup=2, iters=args.iters)
     inp = ada.budget_inputs(ours, ids, mask, px_j, b)
-    plan = ada.layer_plan(ours, inp)
+    plan = ada.unit_plan(ours, inp).max(0)  # the batch's plan (shared): [L] or [L, G]
+    units = plan if plan.ndim == 2 else np.outer(plan, np.ones(shape["text_config"][
+        "num_key_value_heads"]))
     rows.append(dict(budget=b, visual_tokens=int(inp.num_keep[0]),
-                     layers=int(plan.max(0).sum()), ours_ms=times[b] * 1e3,
-                     transformers_full_ms=t_hf * 1e3, speedup_vs_transformers=t_hf / times[b],
+                     layers=int(units.max(-1).sum()), units=int(units.sum()),
+                     ours_ms=times[b] * 1e3, transformers_full_ms=t_hf * 1e3,
+                     speedup_vs_transformers=t_hf / times[b],
                      time_vs_ours_full=times[b] / times[1.0]))
   out_len = np.asarray(run_ours(1.0)).shape[1] - (n + args.text + 1)
   targets = {"ours_1.0_speedup_vs_transformers": t_hf / times[1.0],
@@ -135,8 +153,9 @@ def main(argv=None) -> dict:
   case = {"batch": args.batch, "visual_tokens": n, "text_tokens": args.text,
           "new_tokens": args.new, "new_tokens_transformers": int(hf_new),
           "new_tokens_ours": int(out_len), "dtype": dtype, "shape": "tiny" if args.tiny else
-          "llava-1.5-7b", "prefix_layers": layers // 4}
-  print("written", write_results("adallava", rows, {"case": case, "targets": targets}))
+          "llava-1.5-7b", "prefix_layers": layers // 4, "granularity": args.granularity}
+  name = "adallava" if args.granularity == "layer" else "adallava_head"
+  print("written", write_results(name, rows, {"case": case, "targets": targets}))
   return {"rows": rows, "targets": targets, "case": case}
 
 

@@ -35,6 +35,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       latency_token_id=100,  # <vision_start> of the tiny vocabulary: never in a LLaVA prompt
       prefix_layers=1, tau=5.0, latency_features=128, quant_levels=100, controller_hidden=64,
       shared_plan=False,  # True: one layer plan per batch (mean scheduler logits)
+      granularity="layer",  # layer | head (KV-head groups + MLP rows inside chosen layers;
+      # with shared_plan the chosen units' weight slices are gathered at inference)
       min_budget=0.1,  # lowest budget sampled in training
       trainable="full",  # full | lora | heads
       lora=dict(rank=16, alpha=32.0, dropout=0.0,

@@ -58,7 +58,8 @@ def ada_config(config: ml_collections.ConfigDict) -> ada.AdaConfig:
   a = config.model.adallava
   return ada.AdaConfig(a.latency_token_id, prefix_layers=a.prefix_layers, tau=a.tau,
                        latency_features=a.latency_features, quant_levels=a.quant_levels,
-                       controller_hidden=a.controller_hidden, shared_plan=a.shared_plan)
+                       controller_hidden=a.controller_hidden, shared_plan=a.shared_plan,
+                       granularity=a.granularity)
 
 
 def build_model(config: ml_collections.ConfigDict, base_vlm) -> ada.AdaLlava:
@@ -186,11 +187,13 @@ def report(config, rows, reference, trend, notes, num_test) -> str:
   layers = config.model.hf_config.get("text_config", {}).get("num_hidden_layers", "?")
   blank = reference["vqa_accuracy_blank_images"]
   blank = "n/a" if blank is None else f"{blank:.3f}"
+  units = ", ".join(f"{r['budget']:.1f}: {r['units']:.2f}" for r in rows)
   return f"""# AdaLLaVA token-budget sweep
 
 Model: tiny LLaVA ({layers}-layer LM, 16 visual tokens per image) trained on the synthetic VQA
-set ({notes['base_steps']} steps), wrapped in AdaLLaVA (prefix layers {a.prefix_layers},
-tau {a.tau}, trainable: {a.trainable}) and fine-tuned {t.steps} steps of batch {t.batch_size}
+set ({notes['base_steps']} steps), wrapped in AdaLLaVA (granularity {a.granularity}, shared plan
+{a.shared_plan}, prefix layers {a.prefix_layers}, tau {a.tau}, trainable: {a.trainable}) and
+fine-tuned {t.steps} steps of batch {t.batch_size}
 with budgets sampled per batch. {num_test} held-out questions read from a VQAv2 folder
 (questions / annotations json + images). Latency: best of {config.sweep.latency_repeats} runs
 (median in metrics.json) of the whole budgeted pipeline (controller, K-of-N selection, prefill, decode of up to
@@ -222,6 +225,7 @@ Per-sample jsonl in `samples/budget_<b>.jsonl` (lmms-eval layout: `doc_id`, `doc
 `resps`, `filtered_resps`, plus `num_keep`, `layers`, `prompt_len`, `num_generated`, `gen_len`,
 `first_token`, `flops`). Empty answers per budget are in the `empty` column above; answers whose
 first token is EOS: {', '.join(f"{r['budget']:.1f}: {r['first_token_eos']:.3f}" for r in rows)}.
+Units run per sample (KV-head groups, {rows[0]['groups']} per whole layer): {units}.
 """
 
 

@@ -1,12 +1,15 @@
-"""AdaLLaVA: latency-budget scheduler over decoder layers and a budget-conditioned vision-token
-controller on LLaVA (``modeling``), exact-k Gumbel selection (``gumbel``) and FLOPs (``flops``)."""
+"""AdaLLaVA: latency-budget scheduler over decoder layers (or heads / MLP rows inside them) and a
+budget-conditioned vision-token controller on LLaVA (``modeling``), exact-k Gumbel selection
+(``gumbel``) and FLOPs (``flops``)."""
 
 from jaxvlm.methods.adallava.gumbel import gumbel_topk, topk_mask
 from jaxvlm.methods.adallava.modeling import (AdaCache, AdaConfig, AdaLlava, BudgetInputs,
-                                              LatencyEncoder, TokenController, budget_inputs,
-                                              check_budget, layer_count, layer_plan,
+                                              LatencyEncoder, TokenController, UnitCount,
+                                              budget_inputs, check_budget, layer_count,
+                                              layer_plan, unit_counts, unit_plan,
                                               visual_keep_count)
 
 __all__ = ["AdaCache", "AdaConfig", "AdaLlava", "BudgetInputs", "LatencyEncoder",
-           "TokenController", "budget_inputs", "check_budget", "gumbel_topk", "layer_count",
-           "layer_plan", "topk_mask", "visual_keep_count"]
+           "TokenController", "UnitCount", "budget_inputs", "check_budget", "gumbel_topk",
+           "layer_count", "layer_plan", "topk_mask", "unit_counts", "unit_plan",
+           "visual_keep_count"]

@@ -6,8 +6,9 @@ batch padded by repeating its last row); :func:`evaluate_budget` runs, per batch
 the one :func:`~jaxvlm.generation.generate`, then scores every answer with the official VQA
 accuracy and exact match (both after the official answer normalisation). Per sample it logs the
 lmms-eval fields (``doc_id``, ``doc``, ``target``, ``resps``, ``filtered_resps``) and the budget
-diagnosis of seed 004: ``K``, executed layers, prompt length, ``num_generated`` (up to and incl.
-EOS), ``gen_len`` (answer tokens before EOS), the first token and FLOPs (:mod:`.flops`).
+diagnosis of seed 004: ``K``, executed layers (and units: KV-head groups, ``G`` per whole layer),
+prompt length, ``num_generated`` (up to and incl. EOS), ``gen_len`` (answer tokens before EOS),
+the first token and FLOPs (:mod:`.flops`; head granularity: the row's own units per layer).
 Latency is the wall time of the whole budgeted pipeline on the first batch: ``latency_s`` the
 best of ``latency_repeats`` runs (robust to other processes on a shared machine), the median, and
 ``cpu_time_s`` the best process CPU time (all threads; what contention cannot inflate).
@@ -30,7 +31,7 @@ from jaxvlm.generation import generate
 from jaxvlm import frozen
 from jaxvlm.methods.adallava.flops import flops_per_sample
 from jaxvlm.methods.adallava.modeling import (AdaLlava, budget_inputs, check_budget,
-                                              layer_plan, visual_keep_count)
+                                              unit_plan, visual_keep_count)
 
 
 def prepare_batches(model: AdaLlava, tokenizer, records: Sequence[Any],
@@ -78,14 +79,17 @@ def evaluate_budget(model: AdaLlava, tokenizer, records: Sequence[Any],
     samples = []
     for batch, valid in batches:
       inp, out = _run(model, batch, budget, length, max_new_tokens, tokenizer)
-      layers = layer_plan(model, inp).sum(1)
+      plan = unit_plan(model, inp)
+      units = plan.sum(-1) if plan.ndim == 3 else None  # [B, L] units per layer
+      layers = (plan.max(-1) if plan.ndim == 3 else plan).sum(1)
       new = np.asarray(out.new_tokens)
       num = np.asarray(out.num_generated)
       prompt_lens = inp.attention_mask.sum(1)
       for r in range(valid):
         rec = records[len(samples)]
         pred = tokenizer.decode(new[r]).strip()
-        flops = flops_per_sample(text_cfg, int(prompt_lens[r]), int(layers[r]), int(num[r]))
+        flops = flops_per_sample(text_cfg, int(prompt_lens[r]), int(layers[r]), int(num[r]),
+                                 None if units is None else units[r])
         samples.append({
             "doc_id": len(samples),
             "doc": {"question_id": int(rec.question_id), "question": rec.question,
@@ -94,6 +98,8 @@ def evaluate_budget(model: AdaLlava, tokenizer, records: Sequence[Any],
             "exact_match": float(normalize_answer(pred) == normalize_answer(rec.answer)),
             "vqa_accuracy": vqa_accuracy(pred, rec.answers),
             "budget": float(budget), "num_keep": int(inp.num_keep[r]), "layers": int(layers[r]),
+            "units": int(layers[r] * text_cfg.num_key_value_heads if units is None
+                         else units[r].sum()),
             "prompt_len": int(prompt_lens[r]), "num_generated": int(num[r]),
             "gen_len": _gen_len(new[r], tokenizer.eos_token_id), "first_token": int(new[r, 0]),
             "flops": flops["total"], "flops_prefill": flops["prefill"]})
@@ -105,6 +111,7 @@ def evaluate_budget(model: AdaLlava, tokenizer, records: Sequence[Any],
       cpu.append(time.process_time() - c0)
   mean = lambda key: float(np.mean([s[key] for s in samples]))
   metrics = {"budget": float(budget), "num_keep": k, "layers": mean("layers"),
+             "units": mean("units"), "groups": text_cfg.num_key_value_heads,
              "exact_match": mean("exact_match"), "vqa_accuracy": mean("vqa_accuracy"),
              "flops": mean("flops"), "gen_len": mean("gen_len"),
              "num_generated": mean("num_generated"),

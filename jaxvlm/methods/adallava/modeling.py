@@ -8,6 +8,19 @@
   top-k in training, top-k at inference), applied through the decoder's ``layer_gates`` hook; at
   inference unselected layers are skipped (``skip_gated``), in prefill and every decode step (the
   plan rides in :class:`AdaCache`).
+* ``granularity="head"``: the scheduler also picks units inside the chosen layers. A unit is one
+  of the ``G = num_key_value_heads`` KV-head groups of a layer (its q heads, k/v head, o_proj rows
+  and ``1/G`` of the MLP intermediate rows; :class:`~jaxvlm.models.llama.modeling.UnitGate`).
+  Rule (:func:`unit_counts`): ``U = relu(floor(L G b) - prefix G)`` units after the prefix,
+  ``n = ceil(U / G)`` layers (the layer scheduler's top-``n``) and ``g = ceil(U / n)`` units in
+  each (top-``g`` per layer of a second head ``Linear(hidden, (L - prefix) G)``): ``n g >= U``,
+  ``b = 1`` runs everything. Training computes every unit and multiplies each unit's head outputs
+  and MLP activations by its straight-through gate (layer gate x unit gate). Inference with
+  ``shared_plan`` and :attr:`BudgetInputs.units` (``g`` of the batch, a host-side function of the
+  budget: static shapes) gathers the chosen units' weight slices and computes only those, in
+  prefill and decode (the unit plan rides in :class:`AdaCache`, so decode runs the heads whose KV
+  the prefill wrote). Without ``shared_plan`` the unchosen units of a chosen layer are computed
+  and masked (FLOPs counted, not saved); unchosen layers are skipped in both cases.
 * :class:`TokenController`: budget-conditioned scores over the N visual tokens; ``K = max(1,
   round(b N))`` kept (Gumbel top-K in training, ``pallas_kernels.select_tokens`` +
   ``keep_visual_tokens`` at inference, see :func:`budget_inputs`).
@@ -30,7 +43,7 @@ from jaxvlm.layers.attention import KVCache
 from jaxvlm.layers.linear import Linear
 from jaxvlm import frozen
 from jaxvlm.models import multimodal as mm
-from jaxvlm.models.llama.modeling import ModelOutput
+from jaxvlm.models.llama.modeling import ModelOutput, UnitGate
 from jaxvlm.methods.adallava.gumbel import gumbel_topk, topk_mask
 
 
@@ -45,11 +58,24 @@ class AdaConfig:
   quant_levels: int = 100  # budgets are rounded to multiples of 1 / quant_levels
   controller_hidden: int = 64
   shared_plan: bool = False  # one plan per batch (mean scheduler logits): exact skipping for batches
+  granularity: str = "layer"  # "layer" | "head" (units inside chosen layers, see the module doc)
+
+
+GRANULARITIES = ("layer", "head")
+
+
+@flax.struct.dataclass
+class UnitCount:
+  """Units computed per chosen layer, ``g`` (head granularity, ``shared_plan``): a trace-time
+  constant (no array leaves), so the gathered shapes are static under ``jit``."""
+
+  per_layer: int = flax.struct.field(pytree_node=False)
 
 
 @flax.struct.dataclass
 class AdaCache:
-  """The decoder's KV cache plus the per-row layer plan ``[B, L]`` fixed at prefill."""
+  """The decoder's KV cache plus the per-row plan fixed at prefill: layers ``[B, L]`` or, with
+  head granularity, units ``[B, L, G]``."""
 
   kv: KVCache
   plan: jax.Array
@@ -72,6 +98,14 @@ def check_budget(budget, batch: int) -> np.ndarray:
 def layer_count(budget, num_layers: int):
   """``floor(L * b)`` (with a small tolerance so that ``b = c / L`` gives ``c``)."""
   return jnp.floor(jnp.asarray(budget, jnp.float32) * num_layers + 1e-4).astype(jnp.int32)
+
+
+def unit_counts(budget, num_layers: int, groups: int, prefix: int):
+  """Head granularity: ``(n, g)`` per budget, ``n = ceil(U / G)`` layers after the prefix with
+  ``g = ceil(U / n)`` units each (0 when ``U = 0``), ``U = relu(floor(L G b) - prefix G)``."""
+  u = jnp.maximum(layer_count(budget, num_layers * groups) - prefix * groups, 0)
+  n = -(-u // groups)
+  return n, jnp.where(n > 0, -(-u // jnp.maximum(n, 1)), 0)
 
 
 def visual_keep_count(budget, n: int):
@@ -116,7 +150,13 @@ class AdaLlava(nnx.Module):
   """A LLaVA :class:`VisionLanguageModel` (``vlm``) with AdaLLaVA's budget-conditioned parts."""
 
   def __init__(self, vlm: nnx.Module, cfg: AdaConfig, rngs: nnx.Rngs):
-    layers = vlm.config.text.num_hidden_layers
+    text = vlm.config.text
+    layers, groups = text.num_hidden_layers, text.num_key_value_heads
+    if cfg.granularity not in GRANULARITIES:
+      raise ConfigError("adallava.granularity", cfg.granularity, f"one of {GRANULARITIES}")
+    if cfg.granularity == "head" and text.intermediate_size % groups:
+      raise ConfigError("intermediate_size", text.intermediate_size, f"a multiple of "
+                        f"num_key_value_heads={groups} (head granularity splits the MLP rows)")
     if not 0 <= cfg.prefix_layers < layers:
       raise ConfigError("adallava.prefix_layers", cfg.prefix_layers,
                         f"an int in [0, {layers - 1}] (the LM has {layers} layers)")
@@ -128,6 +168,10 @@ class AdaLlava(nnx.Module):
     self.vlm = vlm
     self.latency_encoder = LatencyEncoder(cfg, hidden, rngs)
     self.scheduler = Linear(hidden, layers - cfg.prefix_layers, use_bias=True, rngs=rngs)
+    self.groups = groups if cfg.granularity == "head" else 1
+    if cfg.granularity == "head":
+      self.unit_scheduler = Linear(hidden, (layers - cfg.prefix_layers) * groups, use_bias=True,
+                                   rngs=rngs)
     self.controller = TokenController(hidden, cfg.controller_hidden, rngs)
 
   @property
@@ -136,18 +180,36 @@ class AdaLlava(nnx.Module):
 
   # ----- pieces ------------------------------------------------------------------------------
   def layer_units(self, budget) -> jax.Array:
-    """Layers chosen after the prefix: ``relu(floor(L b) - prefix)``."""
+    """Layers chosen after the prefix: ``relu(floor(L b) - prefix)`` (head granularity: ``n`` of
+    :func:`unit_counts`)."""
+    if self.config.granularity == "head":
+      return self.unit_counts(budget)[0]
     return jnp.maximum(layer_count(budget, self.num_layers) - self.config.prefix_layers, 0)
 
-  def plan(self, hidden: jax.Array, budget, *, rng=None, train: bool = False) -> jax.Array:
-    """Gates ``[B, L - prefix]`` from the latency token's hidden state ``[B, H]``."""
-    logits = self.scheduler(hidden).astype(jnp.float32)
+  def unit_counts(self, budget):
+    """``(n, g)`` of :func:`unit_counts` for this model."""
+    return unit_counts(budget, self.num_layers, self.groups, self.config.prefix_layers)
+
+  def _select(self, logits: jax.Array, k, rng, train: bool) -> jax.Array:
     if self.config.shared_plan:
       logits = jnp.broadcast_to(logits.mean(0, keepdims=True), logits.shape)
-    units = self.layer_units(budget)
     if train:
-      return gumbel_topk(logits, units, self.config.tau, rng)
-    return topk_mask(logits, units)
+      return gumbel_topk(logits, k, self.config.tau, rng)
+    return topk_mask(logits, k)
+
+  def plan(self, hidden: jax.Array, budget, *, rng=None, train: bool = False) -> jax.Array:
+    """Gates ``[B, L - prefix]`` from the latency token's hidden state ``[B, H]``; with head
+    granularity unit gates ``[B, L - prefix, G]`` (layer gate x unit gate: exactly ``g`` units in
+    each of the ``n`` chosen layers, none elsewhere)."""
+    layers = self._select(self.scheduler(hidden).astype(jnp.float32), self.layer_units(budget),
+                          rng, train)
+    if self.config.granularity == "layer":
+      return layers
+    b, n = layers.shape
+    logits = self.unit_scheduler(hidden).astype(jnp.float32).reshape(b, n, self.groups)
+    g = jnp.broadcast_to(self.unit_counts(budget)[1][..., None], (b, n))
+    units = self._select(logits, g, None if rng is None else jax.random.fold_in(rng, 1), train)
+    return layers[..., None] * units
 
   def keep_tokens(self, scores: jax.Array, budget, *, rng=None) -> jax.Array:
     """Training: straight-through Gumbel top-K mask ``[B, N]`` of the visual tokens."""
@@ -165,12 +227,14 @@ class AdaLlava(nnx.Module):
 
   # ----- generation hooks --------------------------------------------------------------------
   def init_cache(self, batch: int, max_len: int, dtype=None) -> AdaCache:
-    return AdaCache(self.vlm.init_cache(batch, max_len, dtype),
-                    jnp.ones((batch, self.num_layers), jnp.float32))
+    shape = (batch, self.num_layers) + ((self.groups,) if self.config.granularity == "head"
+                                        else ())
+    return AdaCache(self.vlm.init_cache(batch, max_len, dtype), jnp.ones(shape, jnp.float32))
 
   def prefill_inputs(self, input_ids, attention_mask, *, image_features, budget,
-                     position_ids=None):
-    """For :func:`jaxvlm.generation.generate` on :func:`budget_inputs`' output."""
+                     position_ids=None, units: UnitCount | None = None):
+    """For :func:`jaxvlm.generation.generate` on :func:`budget_inputs`' output (``units`` goes to
+    the prefill and every decode step)."""
     budget = jnp.asarray(budget, jnp.float32)
     call = dict(inputs_embeds=self.embed_inputs(input_ids, image_features,
                                                 self.latency_encoder(budget)),
@@ -178,36 +242,58 @@ class AdaLlava(nnx.Module):
                 latency_index=self.latency_index(input_ids))
     if position_ids is not None:
       call["position_ids"] = position_ids
-    return call, {}
+    if units is None:
+      return call, {}
+    return {**call, "units": units}, {"units": units}
+
+  def layer_gate(self, plan: jax.Array, i: int, units: UnitCount | None):
+    """Layer ``i``'s gate from a full plan (``[B, L]`` or ``[B, L, G]``): ``[B]``, or for head
+    granularity a :class:`UnitGate` (None in the prefix), gathering the ``units.per_layer``
+    units the batch's plan has on when ``units`` is given."""
+    if self.config.granularity == "layer":
+      return plan[:, i]
+    if i < self.config.prefix_layers:
+      return None
+    if units is None or units.per_layer == self.groups:  # every unit: nothing to gather
+      return UnitGate(plan[:, i])
+    if not self.config.shared_plan:
+      raise ConfigError("units", units.per_layer, "None unless adallava.shared_plan (gathered "
+                        "units need one plan per batch)")
+    union = jnp.max(plan[:, i], axis=0)  # shared logits: every row's units are in the largest set
+    index = jnp.argsort(-union, stable=True)[:units.per_layer].astype(jnp.int32)
+    return UnitGate(plan[:, i], index)
 
   def __call__(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None,
                cache: AdaCache | None = None, *, budget=None, latency_index=None, rng=None,
                train: bool = False, logits_to_keep: int = 0,
-               output_hidden_states: bool = False, attention_fn=None) -> ModelOutput:
+               output_hidden_states: bool = False, attention_fn=None,
+               units: UnitCount | None = None) -> ModelOutput:
     """LM forward under a budget. With ``budget`` (``[B]``; prefill / training) the plan is made
     after the prefix layers from the hidden state at ``latency_index [B]``; without, it is read from
     ``cache.plan`` (decode). ``train`` uses Gumbel top-k (``rng``) and computes every layer (for the
     straight-through gradient); otherwise unselected layers are skipped. ``attention_fn``
-    replaces the LM's attention core (training's key-gated attention)."""
-    prefix, layers = self.config.prefix_layers, self.num_layers
+    replaces the LM's attention core (training's key-gated attention). ``units`` (head
+    granularity with ``shared_plan``, inference): compute only ``units.per_layer`` units per chosen
+    layer, which must be the largest ``g`` of the batch's budgets (:attr:`BudgetInputs.units`)."""
+    prefix = self.config.prefix_layers
     kv = None if cache is None else cache.kv
     if budget is None:
       if cache is None:
         raise ConfigError("budget", None, "a budget per row in (0, 1] (or a cache with a plan)")
-      gates, made = cache.plan, {"plan": cache.plan}
+      made = {"plan": cache.plan}
     else:
       budget = jnp.asarray(budget, jnp.float32)
       made = {}
 
-      def gates(i, x):
+    def gates(i, x):
+      if "plan" not in made:
         if i < prefix:
           return None
-        if "plan" not in made:
-          h = jnp.take_along_axis(x, jnp.asarray(latency_index)[:, None, None], axis=1)[:, 0]
-          chosen = self.plan(h, budget, rng=rng, train=train)
-          made["plan"] = jnp.concatenate([jnp.ones((x.shape[0], prefix), chosen.dtype), chosen],
-                                         axis=1)
-        return made["plan"][:, i]
+        h = jnp.take_along_axis(x, jnp.asarray(latency_index)[:, None, None], axis=1)[:, 0]
+        chosen = self.plan(h, budget, rng=rng, train=train)
+        ones = jnp.ones((x.shape[0], prefix) + chosen.shape[2:], chosen.dtype)
+        made["plan"] = jnp.concatenate([ones, chosen], axis=1)
+      return self.layer_gate(made["plan"], i, units)
 
     out = self.vlm.language_model(input_ids, attention_mask, position_ids, inputs_embeds, kv,
                                   layer_gates=gates, skip_gated=not train,
@@ -223,7 +309,9 @@ class AdaLlava(nnx.Module):
 @flax.struct.dataclass
 class BudgetInputs:
   """A pruned prompt with its latency token, ready for ``generate(model, input_ids,
-  attention_mask, image_features=..., budget=..., position_ids=...)``; ``num_keep [B]`` = K."""
+  attention_mask, image_features=..., budget=..., position_ids=...)``; ``num_keep [B]`` = K.
+  ``units``: head granularity with ``shared_plan``, the largest ``g`` of the rows' budgets (the
+  units gathered per chosen layer); 0 otherwise (nothing gathered)."""
 
   input_ids: np.ndarray
   attention_mask: np.ndarray
@@ -231,10 +319,12 @@ class BudgetInputs:
   image_features: jax.Array
   budget: np.ndarray
   num_keep: np.ndarray
+  units: int = flax.struct.field(pytree_node=False, default=0)
 
   def generate_kwargs(self) -> dict:
-    return dict(image_features=self.image_features, budget=jnp.asarray(self.budget),
-                position_ids=jnp.asarray(self.position_ids))
+    kw = dict(image_features=self.image_features, budget=jnp.asarray(self.budget),
+              position_ids=jnp.asarray(self.position_ids))
+    return {**kw, "units": UnitCount(self.units)} if self.units else kw
 
 
 @frozen.jit
@@ -278,7 +368,10 @@ def budget_inputs(model: AdaLlava, input_ids, attention_mask, pixel_values, budg
     if length < arrays[0].shape[1]:
       raise ConfigError("length", length, f">= {arrays[0].shape[1]} (the budgeted prompt length)")
     arrays = [np.pad(a, ((0, 0), (length - a.shape[1], 0))) for a in arrays]
-  return BudgetInputs(*arrays, kept, budget, np.asarray(k, np.int32))
+  units = 0
+  if model.config.granularity == "head" and model.config.shared_plan:
+    units = int(np.max(np.asarray(model.unit_counts(budget)[1])))
+  return BudgetInputs(*arrays, kept, budget, np.asarray(k, np.int32), units)
 
 
 @frozen.jit
@@ -290,8 +383,17 @@ def _prefill_plan(model: AdaLlava, input_ids, attention_mask, image_features, bu
   return model(cache=cache, logits_to_keep=1, **call).cache.plan
 
 
-def layer_plan(model: AdaLlava, inputs: BudgetInputs) -> np.ndarray:
-  """The ``{0, 1}`` layer plan ``[B, L]`` that generation on ``inputs`` executes (one prefill)."""
+def unit_plan(model: AdaLlava, inputs: BudgetInputs) -> np.ndarray:
+  """The ``{0, 1}`` plan that generation on ``inputs`` executes (one prefill): layers ``[B, L]``,
+  or units ``[B, L, G]`` with head granularity (a row's own units: with ``shared_plan`` its layers
+  run the batch's largest unit set, the others weighted 0)."""
   return np.asarray(_prefill_plan(model, jnp.asarray(inputs.input_ids),
                                   jnp.asarray(inputs.attention_mask), inputs.image_features,
                                   jnp.asarray(inputs.budget), jnp.asarray(inputs.position_ids)))
+
+
+def layer_plan(model: AdaLlava, inputs: BudgetInputs) -> np.ndarray:
+  """The ``{0, 1}`` layer plan ``[B, L]`` that generation on ``inputs`` executes (a layer runs
+  when some unit of it does)."""
+  plan = unit_plan(model, inputs)
+  return plan.max(-1) if plan.ndim == 3 else plan

@@ -8,8 +8,8 @@
   (:func:`jaxvlm.models.multimodal.insert_token`, the loss mask shifted with it) and ``budget [B]``.
 * :func:`loss_fn` — Gumbel top-K over the visual tokens (the straight-through mask gates the
   attention weights of their keys, :func:`key_gated_attention`; positions renumbered over the
-  kept tokens as at inference), Gumbel top-k over the layers (every layer computed, gated),
-  next-token CE.
+  kept tokens as at inference), Gumbel top-k over the layers (every layer computed, gated; head
+  granularity: also over the units of each layer, every unit computed, gated), next-token CE.
 * :func:`trainable_filter` — ``lora`` (adapters + AdaLLaVA heads), ``full`` or ``heads``.
 * :func:`check_checkpoint` — a Trainer checkpoint must hold the scheduler, controller and
   latency encoder before a budget run loads it.
@@ -33,6 +33,7 @@ from jaxvlm.training.losses import lm_loss_from_logits
 from jaxvlm.training.vlm import vqa_batch_factory
 
 HEADS = ("latency_encoder", "scheduler", "controller")
+UNIT_HEAD = "unit_scheduler"  # head granularity only: not required of a checkpoint
 TRAINABLE = ("lora", "full", "heads")
 
 
@@ -107,9 +108,9 @@ def loss_fn(model, batch: dict, rng: jax.Array) -> tuple[jax.Array, dict]:
 
 
 def trainable_filter(mode: str):
-  """Parameters the fine-tune updates: ``lora`` = LoRA adapters + the AdaLLaVA heads, ``full`` =
-  every parameter, ``heads`` = the AdaLLaVA heads only."""
-  heads = nnx.All(nnx.Param, nnx.Any(*(nnx.PathContains(h) for h in HEADS)))
+  """Parameters the fine-tune updates: ``lora`` = LoRA adapters + the AdaLLaVA heads (with the
+  unit scheduler of head granularity), ``full`` = every parameter, ``heads`` = those heads only."""
+  heads = nnx.All(nnx.Param, nnx.Any(*(nnx.PathContains(h) for h in HEADS + (UNIT_HEAD,))))
   if mode == "lora":
     return nnx.Any(nnx.LoRAParam, heads)
   if mode == "full":

@@ -175,23 +175,40 @@ class Attention(nnx.Module):
     self.o_proj = lin(cfg.num_attention_heads * d, h, cfg.o_bias, ("heads", "embed"))
 
   def __call__(self, x, cos, sin, mask, cache: KVCache | None, *, return_probs: bool,
-               attention_fn: AttentionFn | None):
+               attention_fn: AttentionFn | None, units: UnitGate | None = None):
+    """``units``: run only the units ``units.index`` (KV-head groups: their q heads, k/v head and
+    o_proj input rows), each head's output weighted per row (see :class:`UnitGate`)."""
     cfg = self.cfg
     b, s, _ = x.shape
-    q = self.q_proj(x).reshape(b, s, cfg.num_attention_heads, cfg.head_dim)
-    k = self.k_proj(x).reshape(b, s, cfg.num_key_value_heads, cfg.head_dim)
-    v = self.v_proj(x).reshape(b, s, cfg.num_key_value_heads, cfg.head_dim)
+    heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+    if units is None:
+      q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+    else:
+      heads, kv_heads = heads // kv_heads * units.count, units.count
+      q, k, v = (unit_linear(p, x, units.index, cfg.num_key_value_heads, axis=1)
+                 for p in (self.q_proj, self.k_proj, self.v_proj))
+    q = q.reshape(b, s, heads, cfg.head_dim)
+    k = k.reshape(b, s, kv_heads, cfg.head_dim)
+    v = v.reshape(b, s, kv_heads, cfg.head_dim)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     q = shard_activation(q, ("batch", "length", "act_heads", "head_dim"))
-    if cache is not None:
+    if cache is not None and (units is None or units.index is None):
       cache, k, v = cache.update_layer(self.layer_idx, k, v)
+    elif cache is not None:
+      cache, k, v = _update_unit_cache(cache, self.layer_idx, k, v, units.index,
+                                       cfg.num_key_value_heads)
     probs = None
     if attention_fn is not None and not return_probs:
       out = attention_fn(q, k, v, mask, self.layer_idx)
     else:
       out, probs = attention(q, k, v, mask, implementation=cfg.attention_impl,
                              causal=cfg.causal, return_probs=return_probs)
-    out = self.o_proj(out.reshape(b, s, cfg.num_attention_heads * cfg.head_dim))
+    if units is None:
+      out = self.o_proj(out.reshape(b, s, heads * cfg.head_dim))
+    else:
+      out = out * units.expand(heads // kv_heads)[:, None, :, None].astype(out.dtype)
+      out = unit_linear(self.o_proj, out.reshape(b, s, heads * cfg.head_dim), units.index,
+                        cfg.num_key_value_heads, axis=0, bias_gate=units.active())
     return out, probs, cache
 
 
@@ -206,8 +223,16 @@ class MLP(nnx.Module):
     self.up_proj = lin(cfg.hidden_size, cfg.intermediate_size, ("embed", "mlp"))
     self.down_proj = lin(cfg.intermediate_size, cfg.hidden_size, ("mlp", "embed"))
 
-  def __call__(self, x):
-    return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+  def __call__(self, x, units: UnitGate | None = None):
+    """``units``: only the intermediate rows of ``units.index`` (``units.groups`` equal blocks),
+    each block's activations weighted per row (see :class:`UnitGate`)."""
+    if units is None:
+      return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+    cut = lambda p: unit_linear(p, x, units.index, units.groups, axis=1)
+    h = jax.nn.silu(cut(self.gate_proj)) * cut(self.up_proj)
+    h = h * units.expand(h.shape[-1] // units.count)[:, None].astype(h.dtype)
+    return unit_linear(self.down_proj, h, units.index, units.groups, axis=0,
+                       bias_gate=units.active())
 
 
 class DecoderLayer(nnx.Module):
@@ -221,11 +246,13 @@ class DecoderLayer(nnx.Module):
     self.post_attention_layernorm = norm()
     self.mlp = MLP(cfg, rngs)
 
-  def __call__(self, x, cos, sin, mask, cache, *, return_probs=False, attention_fn=None):
+  def __call__(self, x, cos, sin, mask, cache, *, return_probs=False, attention_fn=None,
+               units: UnitGate | None = None):
     h, probs, cache = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache,
-                                     return_probs=return_probs, attention_fn=attention_fn)
+                                     return_probs=return_probs, attention_fn=attention_fn,
+                                     units=units)
     x = x + h
-    x = x + self.mlp(self.post_attention_layernorm(x))
+    x = x + self.mlp(self.post_attention_layernorm(x), units=units)
     return shard_activation(x, ("batch", "length", "embed")), probs, cache
 
 
@@ -342,26 +369,117 @@ class LlamaModel(nnx.Module):
     return x, cos, sin, cache, masks
 
 
-# layer_gates: ``[B, L]`` per-row layer weights, or ``fn(layer_idx, x) -> [B] | None`` called before
-# each layer (None = run the layer ungated). Lets a method decide the plan from hidden states.
-LayerGates = jax.Array | Callable[[int, jax.Array], jax.Array | None] | None
+# layer_gates: ``[B, L]`` per-row layer weights, or ``fn(layer_idx, x) -> [B] | UnitGate | None``
+# called before each layer (None = run the layer ungated; a UnitGate = run only some of its units).
+# Lets a method decide the plan from hidden states.
+LayerGates = jax.Array | Callable[[int, jax.Array], "jax.Array | UnitGate | None"] | None
 
 
-def gated_layer(layer: DecoderLayer, gate: jax.Array, x, cos, sin, mask, cache, *,
+@flax.struct.dataclass
+class UnitGate:
+  """Per-unit gates of one layer (adaptive width). The layer's ``G = num_key_value_heads`` units
+  are its KV-head groups: unit ``u`` = q heads ``u Hq/G .. (u+1) Hq/G - 1``, k/v head ``u``, the
+  matching o_proj input rows and intermediate (MLP) rows ``u I/G .. (u+1) I/G - 1``.
+
+  ``weights [B, G]``: each unit's per-row weight; a unit's attention-head outputs and MLP
+  activations are multiplied by it (straight-through ``{0, 1}`` gates in training). ``index [g]``
+  (int, or None = all ``G``): the only units computed: their weight slices are gathered, so the
+  matmuls are ``g / G`` as wide, and the KV cache is read and written for their k/v heads only.
+  The output-projection biases are added for rows with some non-zero weight.
+  """
+
+  weights: jax.Array
+  index: jax.Array | None = None
+
+  @property
+  def groups(self) -> int:
+    return self.weights.shape[-1]
+
+  @property
+  def count(self) -> int:
+    return self.groups if self.index is None else self.index.shape[0]
+
+  def computed(self) -> jax.Array:
+    """Weights ``[B, g]`` of the computed units."""
+    return self.weights if self.index is None else jnp.take(self.weights, self.index, axis=1)
+
+  def expand(self, width: int) -> jax.Array:
+    """``[B, g * width]``: each computed unit's weight repeated over its ``width`` features."""
+    return jnp.repeat(self.computed(), width, axis=1)
+
+  def active(self) -> jax.Array:
+    """``[B]`` True for rows with some non-zero weight."""
+    return jnp.any(self.computed() != 0, axis=1)
+
+
+def unit_blocks(w: jax.Array, index: jax.Array | None, groups: int, axis: int) -> jax.Array:
+  """``w`` cut into ``groups`` equal consecutive blocks along ``axis``; the blocks ``index``
+  concatenated in that order (``index=None``: ``w``)."""
+  if index is None:
+    return w
+  axis = axis % w.ndim
+  split = w.shape[:axis] + (groups, w.shape[axis] // groups) + w.shape[axis + 1:]
+  kept = jnp.take(w.reshape(split), index, axis=axis)
+  return kept.reshape(w.shape[:axis] + (-1,) + w.shape[axis + 1:])
+
+
+def unit_linear(lin, x: jax.Array, index: jax.Array | None, groups: int, *, axis: int,
+                bias_gate: jax.Array | None = None) -> jax.Array:
+  """``lin(x)`` with the kernel cut to the blocks ``index`` of ``groups`` (:func:`unit_blocks`):
+  ``axis=1`` output columns (bias cut alike), ``axis=0`` input rows (``x`` holds just those
+  features; the bias, times ``bias_gate [B]``, added whole). ``lin``: a ``Linear`` or a LoRA
+  wrapper of one (``base``, ``lora_a``, ``lora_b``, ``scale``, ``dropout``), whose low-rank
+  factors are cut alike; ``index=None`` computes what ``lin(x)`` does."""
+  base = getattr(lin, "base", lin)
+  dt = base.dtype
+  y = jnp.dot(x.astype(dt), unit_blocks(base.kernel[...], index, groups, axis).astype(dt))
+  if base is not lin:
+    a, b = lin.lora_a[...], lin.lora_b[...]
+    a, b = (unit_blocks(a, index, groups, 0), b) if axis == 0 else (a, unit_blocks(b, index,
+                                                                                  groups, 1))
+    h = lin.dropout(x).astype(dt) @ a.astype(dt)
+    y = y + (h @ b.astype(dt)) * jnp.asarray(lin.scale, dt)
+  if base.bias is not None:
+    bias = base.bias[...].astype(dt)
+    if axis == 1:
+      y = y + unit_blocks(bias, index, groups, 0)
+    else:
+      gate = 1 if bias_gate is None else bias_gate.astype(dt).reshape(
+          (-1,) + (1,) * (y.ndim - 1))
+      y = y + gate * bias
+  return y
+
+
+def _update_unit_cache(cache: KVCache, layer: int, k, v, index, kv_heads: int):
+  """Writes the computed units' ``k, v [B, S, g, D]`` at their heads ``index`` of ``layer``
+  (the other heads' new slots get zeros: no later call of this plan reads them); returns the
+  full-length keys/values of those heads."""
+  full = lambda t: jnp.zeros(t.shape[:2] + (kv_heads,) + t.shape[3:], t.dtype).at[
+      :, :, index].set(t)
+  cache, k_all, v_all = cache.update_layer(layer, full(k), full(v))
+  return cache, jnp.take(k_all, index, axis=2), jnp.take(v_all, index, axis=2)
+
+
+def gated_layer(layer: DecoderLayer, gate: jax.Array | UnitGate, x, cos, sin, mask, cache, *,
                 attention_fn=None, skip: bool = False):
-  """``x + gate * (layer(x) - x)`` per row (``gate [B]``); returns ``(x, cache)``.
+  """``x + gate * (layer(x) - x)`` per row (``gate [B]``); returns ``(x, cache)``. A
+  :class:`UnitGate` instead runs the layer on its units only (unit outputs weighted per row).
 
   With ``skip`` the layer runs under ``lax.cond`` only when some row's gate is non-zero, so a layer
   no row selected costs nothing (its cache slots stay as they were). Training keeps ``skip=False``
   so that straight-through gates get gradients from every layer.
   """
   def run(x, cache):
+    if isinstance(gate, UnitGate):
+      y, _, cache = layer(x, cos, sin, mask, cache, attention_fn=attention_fn, units=gate)
+      return y, cache
     y, _, cache = layer(x, cos, sin, mask, cache, attention_fn=attention_fn)
     return x + gate.astype(y.dtype)[:, None, None] * (y - x), cache
 
   if not skip:
     return run(x, cache)
-  return jax.lax.cond(jnp.any(gate != 0), run, lambda x, cache: (x, cache), x, cache)
+  on = jnp.any(gate.active()) if isinstance(gate, UnitGate) else jnp.any(gate != 0)
+  return jax.lax.cond(on, run, lambda x, cache: (x, cache), x, cache)
 
 
 def default_position_ids(valid: jax.Array, cache: KVCache | None) -> jax.Array:
@@ -411,6 +529,7 @@ class LlamaForCausalLM(nnx.Module):
       logits_to_keep: if > 0, compute logits for the last ``logits_to_keep`` positions only.
       layer_gates: per-row layer gates ``[B, L]`` or a callable ``(layer_idx, x) -> [B] | None``
         (adaptive depth): layer ``i`` outputs ``x + g * (layer(x) - x)``; see :func:`gated_layer`.
+        The callable may return a :class:`UnitGate` (adaptive width: only some heads / MLP rows).
       skip_gated: with ``layer_gates``, layers whose gates are all zero are not computed.
       prune: a :class:`~jaxvlm.models.multimodal.LayerPrune`: from its ``layer`` on only the
         tokens ``kept_index`` go on, at their original positions (SGL). With a cache (prefill),
