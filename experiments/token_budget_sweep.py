@@ -193,8 +193,7 @@ def report(config, rows, reference, trend, notes, num_test) -> str:
 Model: tiny LLaVA ({layers}-layer LM, 16 visual tokens per image) trained on the synthetic VQA
 set ({notes['base_steps']} steps), wrapped in AdaLLaVA (granularity {a.granularity}, shared plan
 {a.shared_plan}, prefix layers {a.prefix_layers}, tau {a.tau}, trainable: {a.trainable}) and
-fine-tuned {t.steps} steps of batch {t.batch_size}
-with budgets sampled per batch. {num_test} held-out questions read from a VQAv2 folder
+fine-tuned {t.steps} steps of batch {t.batch_size} with budgets sampled per batch. {num_test} held-out questions read from a VQAv2 folder
 (questions / annotations json + images). Latency: best of {config.sweep.latency_repeats} runs
 (median in metrics.json) of the whole budgeted pipeline (controller, K-of-N selection, prefill, decode of up to
 {config.data.max_new_tokens} tokens) on one batch of {rows[0]['latency_batch']}, CPU.

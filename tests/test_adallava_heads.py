@@ -177,6 +177,36 @@ def test_unit_gated_forward_equals_numpy_with_sliced_weights(gathered):
       > 1e-3
 
 
+def test_biases_and_lora_gathered_equals_masked_and_whole_layer():
+  from jaxvlm.layers import lora
+  from jaxvlm.layers.linear import Linear
+  cfg = LlamaConfig(vocab_size=40, hidden_size=H, intermediate_size=INTER, num_hidden_layers=1,
+                    num_attention_heads=HEADS, num_key_value_heads=G, head_dim=D, qkv_bias=True,
+                    o_bias=True, mlp_bias=True)
+  lm = LlamaForCausalLM(cfg, rngs=nnx.Rngs(0))
+  lora.apply_lora(lm, ("q_proj", "v_proj", "o_proj", "down_proj"), rank=4, alpha=8.0)
+  rng = np.random.default_rng(0)
+  for _, m in nnx.iter_modules(lm):  # every bias and LoRA factor non-zero
+    if isinstance(m, Linear) and m.bias is not None:
+      m.bias[...] = jnp.asarray(rng.normal(size=m.bias.shape), jnp.float32)
+    if isinstance(m, lora.LoRALinear):
+      m.lora_b[...] = jnp.asarray(rng.normal(size=m.lora_b.shape) * 0.1, jnp.float32)
+  layer = lm.model.layers[0]
+  x = jnp.asarray(rng.normal(size=(3, 5, H)), jnp.float32)
+  cos, sin = lm.model.rope_tables(jnp.broadcast_to(jnp.arange(5), (3, 5)))
+  weights = jnp.asarray([[0, 1, 0, 1], [0, 0.5, 0, 1], [0, 0, 0, 0]], jnp.float32)
+  run = lambda gate: np.asarray(layer(x, cos, sin, None, None, units=gate)[0])
+  with jax.default_matmul_precision("highest"):
+    gathered = run(UnitGate(weights, jnp.asarray([3, 1], jnp.int32)))
+    masked = run(UnitGate(weights))
+    ones = run(UnitGate(jnp.ones((3, G))))
+    whole = np.asarray(layer(x, cos, sin, None, None)[0])
+  np.testing.assert_allclose(gathered, masked, atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(ones, whole, atol=1e-5, rtol=1e-5)
+  np.testing.assert_array_equal(masked[2], np.asarray(x[2]))  # no unit: no bias either
+  assert np.abs(gathered[0] - whole[0]).max() > 1e-3
+
+
 def _dot_kernels(jaxpr) -> list[tuple[int, ...]]:
   """Shapes of the 2-D right operands (weight matrices) of every ``dot_general`` in a jaxpr,
   sub-jaxprs (jit, cond branches, while bodies) included."""
