@@ -384,8 +384,9 @@ class UnitGate:
   ``weights [B, G]``: each unit's per-row weight; a unit's attention-head outputs and MLP
   activations are multiplied by it (straight-through ``{0, 1}`` gates in training). ``index [g]``
   (int, or None = all ``G``): the only units computed: their weight slices are gathered, so the
-  matmuls are ``g / G`` as wide, and the KV cache is read and written for their k/v heads only.
-  The output-projection biases are added for rows with some non-zero weight.
+  matmuls are ``g / G`` as wide, and attention reads the KV cache of their k/v heads only (the
+  other heads' new slots are written with zeros). The output-projection biases are added for rows
+  with some non-zero weight.
   """
 
   weights: jax.Array
