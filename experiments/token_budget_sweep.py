@@ -94,7 +94,7 @@ def train_models(config, workdir: str, records: list, synthetic: list | None):
   ada_dir = config.adallava_checkpoint or os.path.join(workdir, "adallava")
   if os.path.isdir(os.path.join(ada_dir, "checkpoints")):
     training.check_checkpoint(ada_dir, "adallava_checkpoint" if config.adallava_checkpoint
-                              else "workdir")
+                              else "workdir", config.model.adallava.granularity)
   base_dir = os.path.join(workdir, "base")
   base_vlm, tok, base_hist = vlm.train_tiny_vlm(base_config(config), base_dir)
   ref_path = os.path.join(base_dir, "reference.json")

@@ -144,6 +144,8 @@ def test_checkpoint_without_scheduler_head_is_refused(run):
   training.check_checkpoint(str(workdir / "adallava"))  # a budget checkpoint passes
   with pytest.raises(CheckpointError, match=r"adallava.checkpoint: .*base.*scheduler"):
     training.check_checkpoint(str(workdir / "base"))
+  with pytest.raises(CheckpointError, match=r"adallava.checkpoint: .*unit_scheduler"):
+    training.check_checkpoint(str(workdir / "adallava"), granularity="head")  # a layer run's
   bad = load_config("configs/adallava.py:tiny", [f"{k}={v}" for k, v in SHORT.items()]
                     + [f"adallava_checkpoint={workdir / 'base'}"])
   with pytest.raises(CheckpointError, match=r"adallava_checkpoint: .*scheduler"):

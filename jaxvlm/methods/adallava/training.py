@@ -33,7 +33,7 @@ from jaxvlm.training.losses import lm_loss_from_logits
 from jaxvlm.training.vlm import vqa_batch_factory
 
 HEADS = ("latency_encoder", "scheduler", "controller")
-UNIT_HEAD = "unit_scheduler"  # head granularity only: not required of a checkpoint
+UNIT_HEAD = "unit_scheduler"  # head granularity only
 TRAINABLE = ("lora", "full", "heads")
 
 
@@ -120,10 +120,12 @@ def trainable_filter(mode: str):
   raise ConfigError("model.adallava.trainable", mode, f"one of {TRAINABLE}")
 
 
-def check_checkpoint(directory: str, field: str = "adallava.checkpoint") -> None:
+def check_checkpoint(directory: str, field: str = "adallava.checkpoint",
+                     granularity: str = "layer") -> None:
   """Raises ``CheckpointError`` naming ``field`` when the latest Trainer checkpoint in
   ``directory`` (a run folder or its ``checkpoints/``) lacks a scheduler, controller or latency
-  encoder (e.g. a base VLM checkpoint given to a budget run)."""
+  encoder (e.g. a base VLM checkpoint given to a budget run), or, for ``granularity="head"``,
+  the unit scheduler (a layer-granularity checkpoint given to a head run)."""
   ckpt = os.path.join(os.path.abspath(directory), "checkpoints")
   ckpt = ckpt if os.path.isdir(ckpt) else os.path.abspath(directory)
   if not os.path.isdir(ckpt):
@@ -133,8 +135,10 @@ def check_checkpoint(directory: str, field: str = "adallava.checkpoint") -> None
     raise CheckpointError(f"{field}: got {directory!r}, expected a folder with a checkpoint")
   tree = ocp.StandardCheckpointer().metadata(os.path.join(ckpt, str(step), "state")).item_metadata
   names = set(dict(tree)["params"])
-  missing = [h for h in HEADS if not any(n.startswith(h + ".") for n in names)]
+  required = HEADS + ((UNIT_HEAD,) if granularity == "head" else ())
+  missing = [h for h in required if not any(n.startswith(h + ".") for n in names)]
   if missing:
     raise CheckpointError(f"{field}: got {directory!r} (step {step}) without the AdaLLaVA "
                           f"{', '.join(missing)} parameters, expected an AdaLLaVA checkpoint "
-                          "(a budget run needs the scheduler head)")
+                          f"of granularity {granularity!r} (a budget run needs its scheduler "
+                          "heads)")
