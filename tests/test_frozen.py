@@ -36,3 +36,24 @@ def test_jit_equals_the_eager_call_and_sees_new_weights_outside_freeze():
   np.testing.assert_allclose(run(model, x), model(x), rtol=1e-6)
   model.linear.kernel[...] = model.linear.kernel[...] * 2  # a weight update between blocks
   np.testing.assert_allclose(run(model, x), model(x), rtol=1e-6)
+
+
+def test_frozen_graph_hashes_once_and_shares_the_jit_cache(monkeypatch):
+  """Inside ``freeze`` calls do not re-hash the graph (jit hashes static arguments per call) and
+  reuse what was compiled outside the block."""
+  model = Tiny(0)
+  traces = []
+  run = frozen.jit(lambda m, x: traces.append(1) or m(x))
+  x = jnp.ones((2, 3), jnp.float32)
+  run(model, x)
+  walks = []
+  plain_hash = nnx.GraphDef.__hash__
+  monkeypatch.setattr(nnx.GraphDef, "__hash__", lambda g: walks.append(1) or plain_hash(g))
+  with frozen.freeze(model):
+    graphdef = frozen.split(model)[0]
+    walks.clear()
+    for _ in range(3):
+      run(model, x)
+    assert not walks and len(traces) == 1  # no graph walk, no second trace
+    assert graphdef == nnx.split(model)[0] == graphdef
+    assert hash(graphdef) == plain_hash(nnx.split(model)[0])
