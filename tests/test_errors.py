@@ -90,5 +90,7 @@ def test_generate_rejects_bad_arguments():
     generate(model, ids, max_new_tokens=0)
   with pytest.raises(errors.ConfigError, match="top_p"):
     generate(model, ids, max_new_tokens=2, temperature=1.0, top_p=0.0)
+  with pytest.raises(errors.ConfigError, match="stop_check_every"):
+    generate(model, ids, max_new_tokens=2, stop_check_every=0)
   with pytest.raises(errors.ShapeError, match="attention_mask"):
     generate(model, ids, np.ones((1, 5)), max_new_tokens=2)

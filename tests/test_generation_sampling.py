@@ -57,3 +57,21 @@ def test_sampling_is_reproducible_per_key(rng):
   a = generate(model, ids, None, 8, rng=jax.random.key(3), **kw).sequences
   b = generate(model, ids, None, 8, rng=jax.random.key(3), **kw).sequences
   np.testing.assert_array_equal(a, b)
+
+
+def test_stop_check_interval_keeps_outputs(rng):
+  """Testing "all rows stopped" every k steps (k = 1, 3, 4 with a remainder, > the step count)
+  returns what testing every step returns, whether the rows stop early, late or never."""
+  model = from_config(TINY, seed=int(rng.integers(1 << 20)))
+  ids = rng.integers(1, 50, (3, 5))
+  free = np.asarray(generate(model, ids, None, 11).sequences)[:, 5:]
+  for eos in (int(free[0, 1]), int(free[2, 7]), 0):  # early in one row, late, (almost) never
+    ref = generate(model, ids, None, 11, eos_token_id=eos, pad_token_id=0)
+    for k in (3, 4, 20):
+      out = generate(model, ids, None, 11, eos_token_id=eos, pad_token_id=0, stop_check_every=k)
+      np.testing.assert_array_equal(out.sequences, ref.sequences)
+      np.testing.assert_array_equal(out.num_generated, ref.num_generated)
+  all_stop = [int(t) for t in free[:, 0]]  # every row stops at its first token
+  out = generate(model, ids, None, 11, eos_token_id=all_stop, pad_token_id=0, stop_check_every=4)
+  np.testing.assert_array_equal(out.num_generated, [1, 1, 1])
+  assert (np.asarray(out.sequences)[:, 6:] == 0).all()

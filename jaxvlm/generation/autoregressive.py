@@ -85,7 +85,8 @@ def generate(model: nnx.Module, input_ids, attention_mask=None, max_new_tokens: 
              *, temperature: float | None = None, top_k: int | None = None,
              top_p: float | None = None, eos_token_id: int | list[int] | None = None,
              pad_token_id: int | None = None, rng: jax.Array | None = None,
-             return_cache: bool = False, **model_kwargs) -> GenerateOutput:
+             return_cache: bool = False, stop_check_every: int = 1,
+             **model_kwargs) -> GenerateOutput:
   """Generates up to ``max_new_tokens`` tokens after a left-padded prompt batch.
 
   Arguments left at ``None`` come from ``model.generation_config`` (the checkpoint's
@@ -93,7 +94,12 @@ def generate(model: nnx.Module, input_ids, attention_mask=None, max_new_tokens: 
   greedy unless it says ``do_sample``; sequences stop at any of its EOS ids (``eos_token_id=()``
   never stops); positions after EOS hold ``pad_token_id`` (default: pad, else the first EOS id);
   ``max_new_tokens`` defaults to 32. ``return_cache`` keeps the final KV cache in the output
-  (e.g. to re-read the generated tokens' attention without a second prefill). Extra ``model_kwargs`` (pixel values, image grids) go to
+  (e.g. to re-read the generated tokens' attention without a second prefill).
+  ``stop_check_every`` = k: the decode loop tests "every row has stopped" once per k steps
+  instead of every step. On a GPU each test of a data-dependent loop condition is a device-to-host
+  copy that drains the stream; with k > 1 up to k - 1 steps run after the last EOS (their tokens
+  are padding; the outputs are the same for every k). Without EOS ids the step count is fixed
+  and nothing is tested. Extra ``model_kwargs`` (pixel values, image grids) go to
   ``model.prefill_inputs``.
   """
   defaults = model_defaults(model)
@@ -112,6 +118,8 @@ def generate(model: nnx.Module, input_ids, attention_mask=None, max_new_tokens: 
   attention_mask = (jnp.ones_like(input_ids) if attention_mask is None
                     else jnp.asarray(attention_mask, jnp.int32))
   _validate(input_ids, attention_mask, max_new_tokens, temperature, top_k, top_p)
+  if stop_check_every < 1:
+    raise ConfigError("stop_check_every", stop_check_every, "an integer >= 1")
   rng = jax.random.key(0) if rng is None else rng
   if model_kwargs and hasattr(model, "prepare_inputs"):
     model_kwargs = model.prepare_inputs(input_ids, attention_mask, **model_kwargs)
@@ -119,16 +127,18 @@ def generate(model: nnx.Module, input_ids, attention_mask=None, max_new_tokens: 
   new_tokens, num, cache = _generate_jit(
       graphdef, state, input_ids, attention_mask, rng, model_kwargs,
       max_new_tokens=max_new_tokens, temperature=float(temperature), top_k=int(top_k),
-      top_p=float(top_p), eos=eos, pad_token_id=int(pad_token_id), return_cache=return_cache)
+      top_p=float(top_p), eos=eos, pad_token_id=int(pad_token_id), return_cache=return_cache,
+      stop_check_every=int(stop_check_every))
   return GenerateOutput(jnp.concatenate([input_ids, new_tokens], axis=1), num,
                         prompt_length=input_ids.shape[1], cache=cache)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "temperature",
                                               "top_k", "top_p", "eos", "pad_token_id",
-                                              "return_cache"))
+                                              "return_cache", "stop_check_every"))
 def _generate_jit(graphdef, state, input_ids, attention_mask, rng, model_kwargs, *,
-                  max_new_tokens, temperature, top_k, top_p, eos, pad_token_id, return_cache):
+                  max_new_tokens, temperature, top_k, top_p, eos, pad_token_id, return_cache,
+                  stop_check_every):
   model = nnx.merge(graphdef, state)
   batch, prompt_len = input_ids.shape
   sample = functools.partial(sample_logits, temperature=temperature, top_k=top_k, top_p=top_p)
@@ -150,10 +160,6 @@ def _generate_jit(graphdef, state, input_ids, attention_mask, rng, model_kwargs,
   done = is_eos(token)
   num = jnp.ones((batch,), jnp.int32)
 
-  def cond(carry):
-    step, _, _, _, done, _, _ = carry
-    return (step < max_new_tokens) & ~jnp.all(done)
-
   def body(carry):
     step, token, cache, tokens, done, num, rng = carry
     out = model(input_ids=token[:, None], attention_mask=jnp.ones((batch, 1), jnp.int32),
@@ -166,5 +172,23 @@ def _generate_jit(graphdef, state, input_ids, attention_mask, rng, model_kwargs,
     return step + 1, nxt, out.cache, tokens, done, num, rng
 
   carry = (jnp.int32(1), token, out.cache, tokens, done, num, rng)
-  _, _, cache, tokens, _, num, _ = jax.lax.while_loop(cond, body, carry)
+  carry = _decode_loop(body, carry, max_new_tokens - 1, stop_check_every if eos else None)
+  _, _, cache, tokens, _, num, _ = carry
   return tokens, num, cache if return_cache else None
+
+
+def _decode_loop(body, carry, steps: int, check_every: int | None):
+  """Runs ``body`` ``steps`` times, stopping early once every row is done (``carry[4]``), tested
+  once per ``check_every`` steps (``None``: never). The inner loops have static trip counts, so
+  only the tests read the device (see ``generate``'s ``stop_check_every``)."""
+  run = lambda n, c: jax.lax.fori_loop(0, n, lambda _, c: body(c), c)
+  if check_every is None or steps == 0:
+    return run(steps, carry)
+  k = min(check_every, steps)
+  chunks, rest = divmod(steps, k)
+  first = carry[0]
+  carry = jax.lax.while_loop(lambda c: (c[0] < first + chunks * k) & ~jnp.all(c[4]),
+                             functools.partial(run, k), carry)
+  if rest:
+    carry = jax.lax.cond(jnp.all(carry[4]), lambda c: c, functools.partial(run, rest), carry)
+  return carry
