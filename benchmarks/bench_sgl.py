@@ -20,12 +20,15 @@ tokens), 32 text tokens, 16 new tokens (no EOS).
 
 Speedup = PyTorch 8B time / ours. GPU: ``PYTHONPATH=. python benchmarks/bench_sgl.py`` (writes
 ``$OUT/sgl.json``). CPU smoke run: ``--tiny`` (tiny shapes, float32, batch 2, 3 new tokens).
+``--profile DIR`` also traces one keep-0.4 pipeline run (``jax.profiler``) and prints its kernel
+time, the device's busy share and its longest idle gaps (where the device waited for the host).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import types
 
@@ -37,7 +40,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from benchmarks.timing import markdown_table, median_seconds, torch_sync, write_results  # noqa
+from benchmarks.timing import (markdown_table, median_seconds, torch_sync, trace_summary,  # noqa
+                               write_results)
 from jaxvlm import models  # noqa: E402
 from jaxvlm.generation import generate  # noqa: E402
 from jaxvlm import frozen  # noqa: E402
@@ -211,7 +215,9 @@ def torch_8b(s: dict, batch: dict):
 def main(argv: list[str] | None = None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--tiny", action="store_true", help="CPU smoke run with tiny shapes")
-  s = TINY if parser.parse_args(argv).tiny else FULL
+  parser.add_argument("--profile", help="trace one keep-0.4 pipeline run into this folder")
+  args = parser.parse_args(argv)
+  s = TINY if args.tiny else FULL
   rng = np.random.default_rng(0)
   probe = internvl_chat(s["vision"], s["decoder"], s["image"])
   tokens = models.config_from_hf(probe).tokens_per_image * s["tiles"]
@@ -226,6 +232,11 @@ def main(argv: list[str] | None = None) -> dict:
     times = {k: median_seconds(fn, warmup=s["warmup"], iters=s["iters"]) for k, fn in runs.items()}
     info["stages_keep_0.4_ms"] = {k: 1e3 * median_seconds(fn, warmup=1, iters=s["iters"])
                                   for k, fn in stages.items()}
+    if args.profile:
+      with jax.profiler.trace(args.profile):
+        jax.block_until_ready(runs["ours keep 0.4"]())
+      info["profile_keep_0.4"] = trace_summary(args.profile, top=15, gaps=12)
+      print("keep 0.4 profile:", json.dumps(info["profile_keep_0.4"], indent=1))
   anchors.append(time_anchor())
   info["pytorch_8b_ms_before_after"] = [1e3 * a for a in anchors]
   anchor = min(anchors)

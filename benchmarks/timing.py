@@ -57,6 +57,43 @@ def write_results(name: str, rows: list[dict], extra: dict | None = None) -> str
   return path
 
 
+def trace_summary(log_dir, top: int = 8, gaps: int = 0) -> dict:
+  """GPU kernel time in the newest ``jax.profiler`` trace under ``log_dir``: the busy time, the
+  span from the first kernel's start to the last one's end, their ratio, the ``top`` kernels by
+  total time and the ``gaps`` longest idle stretches between kernels (offset from the first
+  kernel, length, the kernels on either side: where the device waited for the host)."""
+  import collections
+  import gzip
+  import pathlib
+  path, = sorted(pathlib.Path(log_dir).glob("plugins/profile/*/*.trace.json.gz"))[-1:]
+  events = json.load(gzip.open(path))["traceEvents"]
+  meta = lambda kind: {(e["pid"], e.get("tid")) if kind == "thread_name" else e["pid"]:
+                       e["args"]["name"] for e in events
+                       if e.get("ph") == "M" and e.get("name") == kind}
+  process, thread = meta("process_name"), meta("thread_name")
+  # kernels sit on the device's "Stream #..." lines ("XLA Ops" / "XLA Modules" repeat them)
+  kernels = sorted((e for e in events if e.get("ph") == "X" and "dur" in e
+                    and "GPU" in process.get(e["pid"], "")
+                    and thread.get((e["pid"], e.get("tid")), "").startswith("Stream")),
+                   key=lambda e: e["ts"])
+  if not kernels:
+    return {"kernels": 0, "device_lines": sorted({v for (pid, _), v in thread.items()
+                                                   if "GPU" in process.get(pid, "")})}
+  busy = sum(e["dur"] for e in kernels)
+  t0 = kernels[0]["ts"]
+  span = max(e["ts"] + e["dur"] for e in kernels) - t0
+  by_name = collections.Counter()
+  for e in kernels:
+    by_name[e["name"][:60]] += e["dur"]
+  idle = sorted(((b["ts"] - a["ts"] - a["dur"], a, b) for a, b in zip(kernels, kernels[1:])),
+                key=lambda g: -g[0])[:gaps]
+  return {"kernels": len(kernels), "device_ms": busy / 1e3, "span_ms": span / 1e3,
+          "busy_share": busy / span,
+          "top_kernels_ms": {k: v / 1e3 for k, v in by_name.most_common(top)},
+          "gaps": [dict(at_ms=(b["ts"] - t0) / 1e3, ms=g / 1e3, after=a["name"][:50],
+                        before=b["name"][:50]) for g, a, b in idle]}
+
+
 def markdown_table(rows: list[dict]) -> str:
   keys = list(rows[0])
   lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
