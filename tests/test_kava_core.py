@@ -39,8 +39,10 @@ def test_distances_and_ce_by_hand():
   assert float(acc) == 0.5  # argmax [1, 1] -> 0 (hit), argmax [3, 1] -> 0 (target 1: miss)
   # packed CE: a target after interior padding is predicted from the last valid token.
   lg = jnp.log(jnp.array([[[1.0, 3.0], [9.0, 1.0], [1.0, 1.0]]]))
-  ce, _ = packed_ce(lg, jnp.array([[0, 0, 1]]), jnp.array([[1, 0, 1]]), jnp.array([[0, 0, 1]]))
-  np.testing.assert_allclose(ce, -math.log(3 / 4), rtol=1e-6)
+  args = jnp.array([[0, 0, 1]]), jnp.array([[1, 0, 1]]), jnp.array([[0, 0, 1]])
+  for start in (0, 2):  # the window holds the target; its source (column 0) lies before it
+    ce, _ = packed_ce(lambda h: h, lg, *args, start=start)
+    np.testing.assert_allclose(ce, -math.log(3 / 4), rtol=1e-6)
 
 
 def test_codi_and_kv_losses_by_hand():
@@ -215,6 +217,12 @@ def test_teacher_kv_is_the_post_rope_cache_and_attention_is_exact(rng):
     mask = np.concatenate([batch["q_mask"], batch["cot_mask"], batch["ans_mask"]], 1)
     full = model.lm(ids, attention_mask=mask, output_attentions=True)
   np.testing.assert_allclose(t.logits, full.logits, rtol=1e-5, atol=1e-5)
+  # the teacher CE on the LM head of the CoT + answer window = the CE on the full logits
+  target = np.concatenate([0 * batch["q_mask"], batch["cot_mask"], batch["ans_mask"]], 1)
+  with jax.default_matmul_precision("highest"):
+    window = packed_ce(model.lm.logits, t.last_hidden, ids, mask, target, start=lq)
+  everywhere = packed_ce(lambda h: h, full.logits, ids, mask, target)
+  np.testing.assert_allclose(window, everywhere, rtol=1e-5)
   for layer in range(2):
     want = kava.pool_group(full.attentions[layer][:, :, lq + lc:, lq:lq + lc], 2)
     np.testing.assert_allclose(t.answer_attention[layer], want, atol=1e-5)

@@ -93,14 +93,18 @@ class KavaConfig:
     return dict(self.weights).get(term, 1.0)
 
 
-def packed_ce(logits, ids, mask, target):
-  """(CE, accuracy) of every token where ``target`` is 1, predicted from the logits at the last
-  valid (``mask``) position before it, so segments may carry interior padding."""
+def packed_ce(head, states, ids, mask, target, start: int = 0):
+  """(CE, accuracy) of every token where ``target`` is 1, predicted from ``head`` (states ->
+  logits) of the state at the last valid (``mask``) position before it, so segments may carry
+  interior padding. Targets may lie only in columns ``start:``: only the states picked for them go
+  through ``head`` (the LM head on ``[B, S - start]`` rows, not on every position: the
+  question's logits are never formed)."""
   s = ids.shape[1]
   last = jax.lax.cummax(jnp.where(mask.astype(bool), jnp.arange(s), -1), axis=1)
-  src = jnp.concatenate([jnp.full_like(last[:, :1], -1), last[:, :-1]], 1)
-  picked = jnp.take_along_axis(logits, jnp.maximum(src, 0)[..., None], 1)
-  return losses.masked_ce(picked, ids, target * (src >= 0))
+  src = jnp.concatenate([jnp.full_like(last[:, :1], -1), last[:, :-1]], 1)[:, start:]
+  picked = jnp.take_along_axis(states, jnp.maximum(src, 0)[..., None], 1)
+  return losses.masked_ce(head(picked).astype(jnp.float32), ids[:, start:],
+                          target[:, start:] * (src >= 0))
 
 
 def _segments(batch, names):
@@ -163,10 +167,12 @@ def kava_loss(cfg: KavaConfig, model, batch: dict, prefix_len: int) -> tuple[jax
     ids, mask = _segments(batch, segs)
     target = (jnp.concatenate([zeros_q, batch["cot_mask"], batch["ans_mask"]], 1)
               if cfg.method == "cot" else jnp.concatenate([zeros_q, ans_loss], 1))
-    ce, _ = packed_ce(t.logits, ids, mask, target)
+    lq = batch["q_ids"].shape[1]
+    ce, _ = packed_ce(model.lm.logits, t.last_hidden, ids, mask, target, lq)
     mid = [jnp.zeros_like(jnp.asarray(batch[f"{n}_mask"])) for n in segs[:-1]]
-    _, aux["answer_accuracy"] = packed_ce(t.logits, ids, mask, jnp.concatenate(mid + [ans_loss],
-                                                                                1))
+    _, aux["answer_accuracy"] = packed_ce(model.lm.logits, t.last_hidden, ids, mask,
+                                          jnp.concatenate(mid + [ans_loss], 1),
+                                          ids.shape[1] - ans_loss.shape[1])
     aux[terms[0]] = ce
     return cfg.weight(terms[0]) * ce, aux
   need_teacher = any(x in terms for x in ("teacher_ce", "codi", "kv"))
@@ -174,7 +180,7 @@ def kava_loss(cfg: KavaConfig, model, batch: dict, prefix_len: int) -> tuple[jax
                              keep_all="kv" in terms and cfg.kv_iterations == "all")
   one = jnp.ones_like(ans_loss[:, :1])
   ce, aux["answer_accuracy"] = packed_ce(
-      s.logits, jnp.concatenate([one * model.eot_id, ans_ids], 1),
+      model.lm.logits, s.last_hidden, jnp.concatenate([one * model.eot_id, ans_ids], 1),
       jnp.concatenate([one, jnp.asarray(batch["ans_mask"])], 1),
       jnp.concatenate([0 * one, ans_loss], 1))
   parts = {"student_ce": ce}
@@ -184,7 +190,8 @@ def kava_loss(cfg: KavaConfig, model, batch: dict, prefix_len: int) -> tuple[jax
     if "teacher_ce" in terms:
       ids, mask = _segments(batch, ("q", "cot", "ans"))
       target = jnp.concatenate([zeros_q, batch["cot_mask"], batch["ans_mask"]], 1)
-      parts["teacher_ce"] = packed_ce(t.logits, ids, mask, target)[0]
+      parts["teacher_ce"] = packed_ce(model.lm.logits, t.last_hidden, ids, mask, target,
+                                      batch["q_ids"].shape[1])[0]
     if "codi" in terms:
       d_t = batch["q_ids"].shape[1] + batch["cot_ids"].shape[1] + prefix_len - 1
       parts["codi"] = losses.codi_loss([h[:, d_t] for h in t.hidden[1:]],

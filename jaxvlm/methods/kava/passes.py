@@ -6,7 +6,8 @@ A batch holds three right-aligned/left-aligned segments (numpy or JAX ``[B, L]``
 right-padded; ``ans_loss`` marks the answer tokens after the delimiter). Positions skip padding
 (``cumsum(mask) - 1``), so the padding between segments changes nothing but slot indices.
 
-Teacher: ``Q + CoT + A`` in one pass, returning logits, every layer's hidden states, the K/V as
+Teacher: ``Q + CoT + A`` in one pass, returning logits, the final (normed) states, every layer's
+hidden states, the K/V as
 cached (post-RoPE) and, on request, the attention of the answer tokens over the CoT keys
 (recomputed from the hidden states for the answer queries only, pooled over each GQA group).
 
@@ -38,6 +39,7 @@ class TeacherOut:
   k: tuple                   # L x [B, S, Hkv, D] post-RoPE
   v: tuple
   answer_attention: Any      # L x [B, Hkv, A, C] or None
+  last_hidden: Any = None    # [B, S, H] after the final norm (the logits' input)
 
 
 @flax.struct.dataclass
@@ -46,6 +48,7 @@ class StudentOut:
   hidden: tuple              # L+1 x [B, 1 + La, H]
   latent_k: tuple            # T x L x [B, M, Hkv, D]
   latent_v: tuple
+  last_hidden: Any = None    # [B, 1 + La, H] after the final norm
 
 
 def check_latents(num_latents: int, iterations: int) -> None:
@@ -71,7 +74,7 @@ def teacher_forward(model, batch: dict, *, with_cot: bool = True, need_cache: bo
   pos = positions(mask)
   if not need_cache:
     out = lm(ids, attention_mask=mask, position_ids=pos)
-    return TeacherOut(out.logits, (), (), (), None)
+    return TeacherOut(out.logits, (), (), (), None, out.last_hidden_state)
   out = lm(ids, attention_mask=mask, position_ids=pos, cache=lm.init_cache(b, s),
            output_hidden_states=True)
   att = None
@@ -89,7 +92,8 @@ def teacher_forward(model, batch: dict, *, with_cot: bool = True, need_cache: bo
       _, probs = attention(q, out.cache.k[i], out.cache.k[i], amask, return_probs=True)
       att.append(pool_group(probs[..., lq:lq + lc], cfg.num_key_value_heads, pooling))
     att = tuple(jax.lax.stop_gradient(a) for a in att)
-  return TeacherOut(out.logits, out.hidden_states, out.cache.k, out.cache.v, att)
+  return TeacherOut(out.logits, out.hidden_states, out.cache.k, out.cache.v, att,
+                    out.last_hidden_state)
 
 
 def student_prefill(model, q_ids, q_mask, num_latents: int, max_len: int):
@@ -145,4 +149,4 @@ def student_forward(model, batch: dict, num_latents: int, iterations: int,
   out = model.lm(ids, attention_mask=mask, position_ids=pos[:, start:],
                  cache=cache.replace(index=jnp.asarray(start, jnp.int32)),
                  output_hidden_states=True)
-  return StudentOut(out.logits, out.hidden_states, ks, vs)
+  return StudentOut(out.logits, out.hidden_states, ks, vs, out.last_hidden_state)
