@@ -315,12 +315,15 @@ def test_latent_inference_counts_forward_passes(rng):
   toks, num = kava.latent_generate(model, q, qm, [7, 8], num_latents=3, iterations=2,
                                    max_new_tokens=4, eos_token_id=tok.eos_token_id)
   assert toks.shape == (2, 4) and np.all((np.asarray(num) >= 1) & (np.asarray(num) <= 4))
-  # the first answer token equals the argmax of the training-time student pass
-  batch = {"q_ids": q, "q_mask": qm, "ans_ids": np.array([[7, 8, 0]] * 2, np.int32),
-           "ans_mask": np.array([[1, 1, 0]] * 2, np.int32)}
+  # every answer token equals the argmax of the training-time student pass teacher-forced on the
+  # prefix and the tokens generated before it (positions of the decode steps included)
+  toks, num = np.asarray(toks), np.asarray(num)
+  ans = np.concatenate([np.array([[7, 8]] * 2), toks], 1).astype(np.int32)
+  batch = {"q_ids": q, "q_mask": qm, "ans_ids": ans, "ans_mask": np.ones_like(ans)}
   with jax.default_matmul_precision("highest"):
     s = kava.student_forward(model, batch, 3, 2)
-  np.testing.assert_array_equal(np.asarray(toks)[:, 0], np.argmax(s.logits[:, 2], -1))
+  for r in range(2):
+    np.testing.assert_array_equal(toks[r, :num[r]], np.argmax(s.logits[r, 2:2 + num[r]], -1))
 
 
 # ----- bad input ---------------------------------------------------------------------------------

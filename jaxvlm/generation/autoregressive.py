@@ -140,7 +140,7 @@ def _generate_jit(graphdef, state, input_ids, attention_mask, rng, model_kwargs,
                   max_new_tokens, temperature, top_k, top_p, eos, pad_token_id, return_cache,
                   stop_check_every):
   model = nnx.merge(graphdef, state)
-  batch, prompt_len = input_ids.shape
+  batch = input_ids.shape[0]
   sample = functools.partial(sample_logits, temperature=temperature, top_k=top_k, top_p=top_p)
   if hasattr(model, "prefill_inputs"):
     prefill_kwargs, decode_kwargs = model.prefill_inputs(input_ids, attention_mask, **model_kwargs)
@@ -151,19 +151,36 @@ def _generate_jit(graphdef, state, input_ids, attention_mask, rng, model_kwargs,
                  else prefill_kwargs["input_ids"].shape[1])
   cache = model.init_cache(batch, prefill_len + max_new_tokens)
   out = model(cache=cache, logits_to_keep=1, **prefill_kwargs)
+  ones = jnp.ones((batch, 1), jnp.int32)
+  step_fn = lambda token, cache, step: model(input_ids=token[:, None], attention_mask=ones,
+                                             cache=cache, logits_to_keep=1, **decode_kwargs)
+  tokens, num, cache = decode(step_fn, out.logits[:, -1], out.cache, rng,
+                              max_new_tokens=max_new_tokens, sample=sample, eos=eos,
+                              pad_token_id=pad_token_id, stop_check_every=stop_check_every)
+  return tokens, num, cache if return_cache else None
+
+
+def decode(step_fn, logits, cache, rng, *, max_new_tokens: int, sample=None, eos=(),
+           pad_token_id: int = 0, stop_check_every: int = 1):
+  """The decode loop after a prefill (traced; for use inside ``jit``): samples the first token
+  from ``logits [B, V]``, then feeds each token back through ``step_fn(token [B], cache, step)
+  -> output with .logits [B, 1, V] and .cache`` (``step`` = index of the token being fed, 0 =
+  the first generated one) until ``max_new_tokens`` tokens or every row has emitted one of the
+  ``eos`` ids (tested once per ``stop_check_every`` steps, see :func:`generate`). ``sample``:
+  ``(logits, key) -> ids`` (default greedy). Returns (tokens ``[B, max_new_tokens]``, padded with
+  ``pad_token_id`` after EOS; tokens generated per row incl. EOS; the final cache)."""
+  sample = sample or (lambda lg, _: jnp.argmax(lg, axis=-1).astype(jnp.int32))
+  batch = logits.shape[0]
   rng, key = jax.random.split(rng)
-  token = sample(out.logits[:, -1], key)
+  token = sample(logits, key)
   eos_arr = jnp.asarray(eos if eos else (-1,), jnp.int32)
   is_eos = lambda t: jnp.any(t[:, None] == eos_arr[None, :], axis=-1) if eos else jnp.zeros(
       t.shape, bool)
   tokens = jnp.full((batch, max_new_tokens), pad_token_id, jnp.int32).at[:, 0].set(token)
-  done = is_eos(token)
-  num = jnp.ones((batch,), jnp.int32)
 
   def body(carry):
     step, token, cache, tokens, done, num, rng = carry
-    out = model(input_ids=token[:, None], attention_mask=jnp.ones((batch, 1), jnp.int32),
-                cache=cache, logits_to_keep=1, **decode_kwargs)
+    out = step_fn(token, cache, step - 1)
     rng, key = jax.random.split(rng)
     nxt = jnp.where(done, pad_token_id, sample(out.logits[:, -1], key))
     tokens = jax.lax.dynamic_update_slice(tokens, nxt[:, None], (0, step))
@@ -171,10 +188,10 @@ def _generate_jit(graphdef, state, input_ids, attention_mask, rng, model_kwargs,
     done = done | is_eos(nxt)
     return step + 1, nxt, out.cache, tokens, done, num, rng
 
-  carry = (jnp.int32(1), token, out.cache, tokens, done, num, rng)
+  carry = (jnp.int32(1), token, cache, tokens, is_eos(token), jnp.ones((batch,), jnp.int32), rng)
   carry = _decode_loop(body, carry, max_new_tokens - 1, stop_check_every if eos else None)
   _, _, cache, tokens, _, num, _ = carry
-  return tokens, num, cache if return_cache else None
+  return tokens, num, cache
 
 
 def _decode_loop(body, carry, steps: int, check_every: int | None):

@@ -21,6 +21,7 @@ from flax import nnx
 
 from jaxvlm.eval.gsm8k import extract_answer, normalize_number
 from jaxvlm.generation import generate
+from jaxvlm.generation.autoregressive import decode
 from jaxvlm.methods.kava import passes
 from jaxvlm.methods.kava.data import encode_text, prompt_ids
 from jaxvlm import frozen
@@ -55,25 +56,12 @@ def _latent_jit(graphdef, state, q_ids, q_mask, prefix, *, num_latents, iteratio
   out = model.lm(ids, attention_mask=jnp.ones((b, 1 + p), jnp.int32),
                  position_ids=pos[:, start:start + 1 + p],
                  cache=cache.replace(index=jnp.asarray(start, jnp.int32)), logits_to_keep=1)
-  token = jnp.argmax(out.logits[:, -1], -1).astype(jnp.int32)
-  tokens = jnp.full((b, max_new_tokens), pad, jnp.int32).at[:, 0].set(token)
-
-  def cond(carry):
-    step, _, _, _, done, _ = carry
-    return (step < max_new_tokens) & ~jnp.all(done)
-
-  def body(carry):
-    step, token, cache, tokens, done, num = carry
-    slot = start + p + step
-    o = model.lm(token[:, None], attention_mask=jnp.ones((b, 1), jnp.int32),
-                 position_ids=jax.lax.dynamic_slice_in_dim(pos, slot, 1, 1), cache=cache,
-                 logits_to_keep=1)
-    nxt = jnp.where(done, pad, jnp.argmax(o.logits[:, -1], -1).astype(jnp.int32))
-    tokens = jax.lax.dynamic_update_slice(tokens, nxt[:, None], (0, step))
-    return step + 1, nxt, o.cache, tokens, done | (nxt == eos), num + (~done).astype(jnp.int32)
-
-  carry = (jnp.int32(1), token, out.cache, tokens, token == eos, jnp.ones((b,), jnp.int32))
-  _, _, _, tokens, _, num = jax.lax.while_loop(cond, body, carry)
+  ones = jnp.ones((b, 1), jnp.int32)
+  step_fn = lambda token, cache, i: model.lm(
+      token[:, None], attention_mask=ones, cache=cache, logits_to_keep=1,
+      position_ids=jax.lax.dynamic_slice_in_dim(pos, start + p + 1 + i, 1, 1))
+  tokens, num, _ = decode(step_fn, out.logits[:, -1], out.cache, jax.random.key(0),
+                          max_new_tokens=max_new_tokens, eos=(eos,), pad_token_id=pad)
   return tokens, num
 
 
