@@ -6,11 +6,19 @@ Kernels are ``[in, out]`` (HF ``nn.Linear.weight`` transposed).
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 Axes = tuple[str | None, ...]
+Cut = Callable[[jax.Array, int], jax.Array]  # (array, axis) -> the array with that axis cut
+
+
+def cut(x: jax.Array, fn: Cut | None, axis: int) -> jax.Array:
+  """``fn(x, axis)``, or ``x`` when ``fn`` is None."""
+  return x if fn is None else fn(x, axis)
 
 
 def param(rngs: nnx.Rngs | None, init, shape, param_dtype, logical_axes: Axes) -> nnx.Param:
@@ -35,10 +43,16 @@ class Linear(nnx.Module):
     self.bias = (param(rngs, nnx.initializers.zeros, (out_features,), param_dtype,
                        logical_axes[1:]) if use_bias else None)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+  def __call__(self, x: jax.Array, *, cut_in: Cut | None = None, cut_out: Cut | None = None,
+               bias_scale: jax.Array | None = None) -> jax.Array:
+    """``x @ kernel (+ bias)``. ``cut_in`` / ``cut_out`` restrict the layer to some inputs /
+    outputs: the kernel's rows / columns are cut (``cut_out`` cuts the bias too; with ``cut_in``,
+    ``x`` holds only the kept features). ``bias_scale`` multiplies the bias (per-row gates)."""
+    kernel = cut(cut(self.kernel[...], cut_in, 0), cut_out, 1)
+    y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
     if self.bias is not None:
-      y = y + self.bias[...].astype(self.dtype)
+      bias = cut(self.bias[...], cut_out, 0).astype(self.dtype)
+      y = y + (bias if bias_scale is None else bias_scale.astype(self.dtype) * bias)
     return y
 
 

@@ -22,7 +22,7 @@ from safetensors.numpy import load_file, save
 
 from jaxvlm.errors import CheckpointError, ConfigError
 from jaxvlm.io import atomic_open, write_json
-from jaxvlm.layers.linear import Linear
+from jaxvlm.layers.linear import Cut, Linear, cut
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 PEFT_PREFIX = "base_model.model."
@@ -53,10 +53,14 @@ class LoRALinear(nnx.Module):
     """The dense update ``A @ B * scale`` ``[in, out]`` in the parameter dtype."""
     return self.lora_a[...] @ self.lora_b[...] * self.scale
 
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, *, cut_in: Cut | None = None, cut_out: Cut | None = None,
+               bias_scale: jax.Array | None = None) -> jax.Array:
+    """The adapted layer; the cuts and bias scale act as in ``Linear.__call__`` (``A``'s rows
+    are cut with the kernel's, ``B``'s columns with its columns)."""
     dt = self.base.dtype
-    h = self.dropout(x).astype(dt) @ self.lora_a[...].astype(dt)
-    return self.base(x) + (h @ self.lora_b[...].astype(dt)) * jnp.asarray(self.scale, dt)
+    h = self.dropout(x).astype(dt) @ cut(self.lora_a[...], cut_in, 0).astype(dt)
+    y = self.base(x, cut_in=cut_in, cut_out=cut_out, bias_scale=bias_scale)
+    return y + (h @ cut(self.lora_b[...], cut_out, 1).astype(dt)) * jnp.asarray(self.scale, dt)
 
 
 def target_regex(targets: str | Iterable[str]) -> str:

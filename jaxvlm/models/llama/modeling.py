@@ -426,29 +426,15 @@ def unit_blocks(w: jax.Array, index: jax.Array | None, groups: int, axis: int) -
 
 def unit_linear(lin, x: jax.Array, index: jax.Array | None, groups: int, *, axis: int,
                 bias_gate: jax.Array | None = None) -> jax.Array:
-  """``lin(x)`` with the kernel cut to the blocks ``index`` of ``groups`` (:func:`unit_blocks`):
-  ``axis=1`` output columns (bias cut alike), ``axis=0`` input rows (``x`` holds just those
-  features; the bias, times ``bias_gate [B]``, added whole). ``lin``: a ``Linear`` or a LoRA
-  wrapper of one (``base``, ``lora_a``, ``lora_b``, ``scale``, ``dropout``), whose low-rank
+  """``lin(x)`` (a ``Linear`` or ``LoRALinear``) with the kernel cut to the blocks ``index`` of
+  ``groups`` (:func:`unit_blocks`): ``axis=1`` output columns (bias cut alike), ``axis=0`` input
+  rows (``x`` holds just those features; the bias, times ``bias_gate [B]``, added whole). LoRA
   factors are cut alike; ``index=None`` computes what ``lin(x)`` does."""
-  base = getattr(lin, "base", lin)
-  dt = base.dtype
-  y = jnp.dot(x.astype(dt), unit_blocks(base.kernel[...], index, groups, axis).astype(dt))
-  if base is not lin:
-    a, b = lin.lora_a[...], lin.lora_b[...]
-    a, b = (unit_blocks(a, index, groups, 0), b) if axis == 0 else (a, unit_blocks(b, index,
-                                                                                  groups, 1))
-    h = lin.dropout(x).astype(dt) @ a.astype(dt)
-    y = y + (h @ b.astype(dt)) * jnp.asarray(lin.scale, dt)
-  if base.bias is not None:
-    bias = base.bias[...].astype(dt)
-    if axis == 1:
-      y = y + unit_blocks(bias, index, groups, 0)
-    else:
-      gate = 1 if bias_gate is None else bias_gate.astype(dt).reshape(
-          (-1,) + (1,) * (y.ndim - 1))
-      y = y + gate * bias
-  return y
+  blocks = None if index is None else (lambda w, ax: unit_blocks(w, index, groups, ax))
+  if axis == 1:
+    return lin(x, cut_out=blocks)
+  scale = None if bias_gate is None else bias_gate.reshape((-1,) + (1,) * (x.ndim - 1))
+  return lin(x, cut_in=blocks, bias_scale=scale)
 
 
 def _update_unit_cache(cache: KVCache, layer: int, k, v, index, kv_heads: int):
