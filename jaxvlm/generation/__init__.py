@@ -1,5 +1,5 @@
 """Text generation: autoregressive decoding with a KV cache (and diffusion samplers)."""
 
-from jaxvlm.generation.autoregressive import GenerateOutput, generate, sample_logits
+from jaxvlm.generation.autoregressive import GenerateOutput, decode, generate, sample_logits
 
-__all__ = ["GenerateOutput", "generate", "sample_logits"]
+__all__ = ["GenerateOutput", "decode", "generate", "sample_logits"]

@@ -20,8 +20,7 @@ import numpy as np
 from flax import nnx
 
 from jaxvlm.eval.gsm8k import extract_answer, normalize_number
-from jaxvlm.generation import generate
-from jaxvlm.generation.autoregressive import decode
+from jaxvlm.generation import decode, generate
 from jaxvlm.methods.kava import passes
 from jaxvlm.methods.kava.data import encode_text, prompt_ids
 from jaxvlm import frozen
