@@ -10,7 +10,7 @@ at the card's bandwidth (``--bandwidth``, H200: 4.8 TB/s). Variants:
   behaviour before the option: one device-to-host read of the loop condition per step).
 
 ``--profile DIR`` also writes a ``jax.profiler`` trace of one 17-token run per variant and prints
-the device time per step, the busy share of the decode span and the costliest kernels.
+its kernel time, the device's busy share over the run and the costliest kernels.
 GPU: ``PYTHONPATH=. python benchmarks/bench_decode_step.py --profile $OUT/trace`` (writes
 ``$OUT/decode_step.json``). CPU smoke run: ``--tiny``.
 """
@@ -28,11 +28,13 @@ from benchmarks.timing import markdown_table, median_seconds, trace_summary, wri
 from jaxvlm import frozen, models
 from jaxvlm.generation import generate
 
-INTERNLM2_5_7B = dict(model_type="internlm2", architectures=["InternLM2ForCausalLM"],
-                      vocab_size=92553, hidden_size=4096, intermediate_size=14336,
-                      num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+INTERNLM2_1_8B = dict(model_type="internlm2", architectures=["InternLM2ForCausalLM"],
+                      vocab_size=92553, hidden_size=2048, intermediate_size=8192,
+                      num_hidden_layers=24, num_attention_heads=16, num_key_value_heads=8,
                       rope_theta=1e6, max_position_embeddings=32768, rms_norm_eps=1e-5,
                       bias=False, tie_word_embeddings=False)
+INTERNLM2_5_7B = dict(INTERNLM2_1_8B, hidden_size=4096, intermediate_size=14336,
+                      num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8)
 FULL = dict(model=INTERNLM2_5_7B, batch=8, prompt=256, new=17, dtype="bfloat16",
             attention="cudnn", warmup=2, iters=7, checks=(1, 4))
 TINY = dict(model=dict(INTERNLM2_5_7B, vocab_size=128, hidden_size=64, intermediate_size=128,

@@ -40,6 +40,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
+from benchmarks.bench_decode_step import INTERNLM2_1_8B, INTERNLM2_5_7B  # noqa: E402
 from benchmarks.timing import (markdown_table, median_seconds, torch_sync, trace_summary,  # noqa
                                write_results)
 from jaxvlm import models  # noqa: E402
@@ -53,13 +54,6 @@ VIT_300M = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
                 num_attention_heads=16, image_size=448, patch_size=14, qkv_bias=True,
                 qk_normalization=False, norm_type="layer_norm", layer_norm_eps=1e-6,
                 hidden_act="gelu", num_channels=3)
-INTERNLM2_1_8B = dict(model_type="internlm2", architectures=["InternLM2ForCausalLM"],
-                      vocab_size=92553, hidden_size=2048, intermediate_size=8192,
-                      num_hidden_layers=24, num_attention_heads=16, num_key_value_heads=8,
-                      rope_theta=1e6, max_position_embeddings=32768, rms_norm_eps=1e-5,
-                      bias=False, tie_word_embeddings=False)
-INTERNLM2_5_7B = dict(INTERNLM2_1_8B, hidden_size=4096, intermediate_size=14336,
-                      num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8)
 FULL = dict(batch=8, tiles=2, text=32, new=16, dtype="bfloat16", attention="cudnn", device="cuda",
             warmup=2, iters=5, keeps=(1.0, 0.4, 0.09), vision=VIT_300M, guide=INTERNLM2_1_8B,
             decoder=INTERNLM2_5_7B, image=IMG)

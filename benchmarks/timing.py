@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import collections
+import gzip
 import json
 import os
+import pathlib
 import platform
 import statistics
 import time
@@ -62,10 +65,11 @@ def trace_summary(log_dir, top: int = 8, gaps: int = 0) -> dict:
   span from the first kernel's start to the last one's end, their ratio, the ``top`` kernels by
   total time and the ``gaps`` longest idle stretches between kernels (offset from the first
   kernel, length, the kernels on either side: where the device waited for the host)."""
-  import collections
-  import gzip
-  import pathlib
-  path, = sorted(pathlib.Path(log_dir).glob("plugins/profile/*/*.trace.json.gz"))[-1:]
+  found = sorted(pathlib.Path(log_dir).glob("plugins/profile/*/*.trace.json.gz"))
+  if not found:
+    raise FileNotFoundError(f"no jax.profiler trace (plugins/profile/*/*.trace.json.gz) under "
+                            f"{log_dir}")
+  path = found[-1]
   events = json.load(gzip.open(path))["traceEvents"]
   meta = lambda kind: {(e["pid"], e.get("tid")) if kind == "thread_name" else e["pid"]:
                        e["args"]["name"] for e in events

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks import bench_decode_step
+from benchmarks.timing import trace_summary
 
 
 def test_bench_decode_step_tiny(tmp_path, monkeypatch):
@@ -24,7 +27,6 @@ def test_trace_summary_counts_stream_kernels_and_gaps(tmp_path):
   repeats the kernels and must not count twice)."""
   import gzip
 
-  from benchmarks.timing import trace_summary
   meta = [dict(ph="M", pid=1, name="process_name", args=dict(name="/device:GPU:0")),
           dict(ph="M", pid=1, tid=7, name="thread_name", args=dict(name="Stream #7(compute)")),
           dict(ph="M", pid=1, tid=8, name="thread_name", args=dict(name="XLA Ops")),
@@ -42,3 +44,8 @@ def test_trace_summary_counts_stream_kernels_and_gaps(tmp_path):
   assert s["top_kernels_ms"] == {"gemm": 0.1, "norm": 0.01}
   assert [(g["at_ms"], g["ms"], g["after"], g["before"]) for g in s["gaps"]] == [
       (0.3, 0.23, "norm", "gemm"), (0.06, 0.01, "gemm", "norm")]
+
+
+def test_trace_summary_names_a_folder_without_a_trace(tmp_path):
+  with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+    trace_summary(tmp_path)
