@@ -308,6 +308,28 @@ def test_loss_terms_switch_and_weight(rng):
     assert np.isfinite(float(l)) and len(a) == 2
 
 
+def test_codi_offset_moves_the_compared_position(rng):
+  model, batch = tiny_kava(), random_batch(rng)
+  lq, lc, la = (batch[f"{k}_ids"].shape[1] for k in ("q", "cot", "ans"))
+  t = passes.teacher_forward(model, batch, need_cache=True)
+  s = passes.student_forward(model, batch, 3, 2)
+  for offset in (0, 1, la - 2):
+    cfg = kava.KavaConfig(num_latents=3, iterations=2, terms=("student_ce", "codi"),
+                          codi_offset=offset)
+    _, aux = kava.kava_loss(cfg, model, batch, 2)
+    d_t, d_s = lq + lc + 1 + offset, 2 + offset  # the last prefix token, moved by the offset
+    # both positions hold the same answer token (layer 0 = its embedding) ...
+    np.testing.assert_array_equal(t.hidden[0][:, d_t], s.hidden[0][:, d_s])
+    # ... and the term compares the layers' states there
+    want = losses.codi_loss([h[:, d_t] for h in t.hidden[1:]], [h[:, d_s] for h in s.hidden[1:]])
+    np.testing.assert_allclose(aux["codi"], want, rtol=1e-5)
+  with pytest.raises(ConfigError, match="kava.codi_offset"):
+    kava.kava_loss(kava.KavaConfig(num_latents=3, iterations=2, codi_offset=la - 1), model,
+                   batch, 2)
+  with pytest.raises(ConfigError, match="kava.codi_offset"):
+    kava.KavaConfig(codi_offset=-1)
+
+
 def test_latent_inference_counts_forward_passes(rng):
   model, tok = tiny_kava(), CharTokenizer()
   q = np.array([[0, 5, 6], [4, 5, 6]], np.int32)

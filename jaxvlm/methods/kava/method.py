@@ -42,6 +42,7 @@ class KavaConfig:
                                             ("codi", 10.0), ("kv", 1.0))
   codi_distance: str = "smooth_l1"
   codi_normalize: bool = True
+  codi_offset: int = 0             # CODI position: the last delimiter token + this many tokens
   kv_distance: str = "smooth_l1"
   kv_normalize: bool = True
   kv_iterations: str = "final"     # final | all
@@ -54,6 +55,8 @@ class KavaConfig:
     if self.method not in METHODS:
       raise ConfigError("kava.method", self.method, f"one of {METHODS}")
     passes.check_latents(self.num_latents, self.iterations)
+    if self.codi_offset < 0:
+      raise ConfigError("kava.codi_offset", self.codi_offset, "an int >= 0")
     for name in tuple(self.terms) + tuple(k for k, _ in self.weights):
       if name not in TERMS:
         raise ConfigError("kava.terms", name, f"loss names from {TERMS}")
@@ -154,8 +157,11 @@ def compressed_teacher_kv(cfg: KavaConfig, t: passes.TeacherOut, batch: dict, mo
 def kava_loss(cfg: KavaConfig, model, batch: dict, prefix_len: int) -> tuple[jax.Array, dict]:
   """Weighted sum of the active terms; aux holds each term and the answer token accuracy.
 
-  ``prefix_len`` is the token count of the answer delimiter that opens every answer segment (the
-  CODI loss compares hidden states at its last token).
+  ``prefix_len`` is the token count of the answer delimiter that opens every answer segment. The
+  CODI loss compares hidden states at its last token, or ``cfg.codi_offset`` tokens after it
+  (with a tokenizer that splits the space before the answer off as its own token, as the tiny
+  preset's char tokenizer does, offset 1 compares the state that predicts the first answer
+  token).
   """
   terms = cfg.active_terms
   aux, total = {}, 0.0
@@ -193,9 +199,14 @@ def kava_loss(cfg: KavaConfig, model, batch: dict, prefix_len: int) -> tuple[jax
       parts["teacher_ce"] = packed_ce(model.lm.logits, t.last_hidden, ids, mask, target,
                                       batch["q_ids"].shape[1])[0]
     if "codi" in terms:
-      d_t = batch["q_ids"].shape[1] + batch["cot_ids"].shape[1] + prefix_len - 1
+      d_s = prefix_len + cfg.codi_offset   # student slots: <eot> + answer segment
+      if d_s > ans_ids.shape[1]:
+        raise ConfigError("kava.codi_offset", cfg.codi_offset,
+                          f"at most {ans_ids.shape[1] - prefix_len} (answer segment "
+                          f"{ans_ids.shape[1]} tokens, delimiter {prefix_len})")
+      d_t = batch["q_ids"].shape[1] + batch["cot_ids"].shape[1] + d_s - 1
       parts["codi"] = losses.codi_loss([h[:, d_t] for h in t.hidden[1:]],
-                                       [h[:, prefix_len] for h in s.hidden[1:]],
+                                       [h[:, d_s] for h in s.hidden[1:]],
                                        cfg.codi_distance, cfg.codi_normalize)
     if "kv" in terms:
       tk, tv = compressed_teacher_kv(cfg, t, batch, model)
