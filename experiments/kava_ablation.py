@@ -2,7 +2,8 @@
 
 Rows (``ablation.rows``; each is the config with a few overrides, see ``ROWS``): the baselines
 CoT, No-CoT, CODI, PCCoT and KAVA; the ablation PCCoT -> + CODI -> + KV (right-crop compression,
-raw distances) -> + R-KV -> KAVA full (+ layer-wise std normalisation); and full fine-tuning
+raw distances) -> + R-KV -> KAVA full (+ layer-wise std normalisation), and PCCoT + KV (KAVA
+without CODI: the KV term's own effect); and full fine-tuning
 instead of LoRA for CoT, No-CoT, PCCoT and KAVA. Without ``model.path`` a tiny LLaMA is first
 pretrained on arithmetic step text (cached in ``<workdir>/base``). Each finished row is cached in
 ``<workdir>/rows/<name>/result.json`` (a re-run resumes). Writes ``metrics.json``, ``report.md``
@@ -47,10 +48,12 @@ ROWS = {
                                             **_KV_RAW}),
     "pccot_codi_rkv": ("+ R-KV", {"kava.method": "kava", "kava.select": "rkv", **_KV_RAW}),
     "kava": ("KAVA (full)", {"kava.method": "kava"}),
+    "pccot_kv": ("PCCoT + KV (no CODI)", {"kava.method": "kava",
+                                          "kava.terms": "student_ce,teacher_ce,kv"}),
 }
 ROWS.update({f"full_{k}": (f"{ROWS[k][0]} (full FT)", {**ROWS[k][1], "lora.enabled": False})
              for k in ("cot", "nocot", "pccot", "kava")})
-ABLATION = ("pccot", "pccot_codi", "pccot_codi_kv", "pccot_codi_rkv", "kava")
+ABLATION = ("pccot", "pccot_codi", "pccot_codi_kv", "pccot_codi_rkv", "kava", "pccot_kv")
 
 
 def row_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
@@ -238,7 +241,8 @@ included: CoT one per generated token; latent methods 1 (question) + T (Jacobi) 
 
 Rows: PCCoT = CE(A|Z,Q) + CE(A,C|Q); + CODI adds alpha1 x CODI; + KV adds alpha2 x KV with the
 last M CoT entries (right-crop) and raw distances; + R-KV selects them by R-KV instead; KAVA
-full adds the layer-wise std normalisation of the KV distances.
+full adds the layer-wise std normalisation of the KV distances. PCCoT + KV (not in the seed's
+table) is KAVA full without the CODI term: the KV distillation's own effect on PCCoT.
 
 ## Table 2: LoRA vs full fine-tuning ({first})
 

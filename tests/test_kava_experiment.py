@@ -34,7 +34,7 @@ NUMBER = r"-?\d+(\.\d+)?"
 
 def test_tiny_ablation_end_to_end(tmp_path):
   cfg_rows = load_config("configs/kava.py:tiny").ablation.rows.split(",")
-  assert len(cfg_rows) == 12
+  assert len(cfg_rows) == 13
   workdir = tmp_path / "run"
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_backend_optimization_level=0")
   subprocess.run([sys.executable, "experiments/kava_ablation.py", "--workdir", str(workdir)]
@@ -66,7 +66,7 @@ def test_tiny_ablation_end_to_end(tmp_path):
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert all(re.fullmatch(NUMBER, c) for c in cells[4:]), line  # accuracy, passes, seconds
   ablation = tables["Table 1: ablation (LoRA)"]
-  for name in ("pccot", "pccot_codi", "pccot_codi_kv", "pccot_codi_rkv", "kava"):
+  for name in ("pccot", "pccot_codi", "pccot_codi_kv", "pccot_codi_rkv", "kava", "pccot_kv"):
     assert re.search(rf"\| {re.escape(metrics['details'][name]['label'])} \| {NUMBER} \|",
                      ablation)
   lora_full = next(v for k, v in tables.items() if k.startswith("Table 2"))
