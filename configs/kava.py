@@ -13,9 +13,10 @@ Presets:
            Measured (issue 10, seed 0, CPU, 300 steps per row, 1000 held-out problems, LoRA
            alpha 128 / dropout 0, CODI weight 1): LoRA No-CoT 21.7%, PCCoT 31.0%, KAVA 29.0%,
            PCCoT + KV 31.3%, CODI 37.3%; full FT No-CoT 18.5%, PCCoT 43.2%, KAVA 33.1%; CoT
-           99.6% / 99.0%. Latent rows take 7.9 forward passes per question, CoT 29.7. Every
-           latent row beats No-CoT; the differences among them (CODI, KV, R-KV) are within the
-           run-to-run spread of about 4 points (seed 1 and GPU runs order them differently).
+           99.6% / 99.0%. Latent rows take 7.9 forward passes per question, CoT 29.7. Seed 1
+           (CPU): No-CoT 27.2%, PCCoT 29.4%, KAVA 32.0%, PCCoT + KV 32.2%. KAVA beats No-CoT in
+           every run (two seeds on CPU and on the GPU: by 4.5 to 11 points); the KV term adds
+           0 to 3 points to PCCoT; the CODI term swings from -15 to +4 between runs.
            With LoRA dropout 0.1 every LoRA row tied No-CoT. Mod-10 variants
            (``data.ops="+-"``, ``data.modulus=10``) leave every row but CoT at chance: a step
            known wrongly makes the answer uniform, so the answer loss gives no partial signal.
