@@ -181,13 +181,21 @@ def run_row(c, name: str, tok, base: str, train_data: dict, tests: dict, prefix_
 
 
 def plot_losses(results: dict, path: str) -> None:
-  fig, ax = plt.subplots(figsize=(7, 4))
+  """Train loss (weighted sum, log scale) and answer-token accuracy per row; a LoRA row and its
+  full fine-tuning twin share a colour, the full-FT line dashed."""
+  fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(13, 4))
+  colors = {}
   for name, r in results.items():
-    h = r["history"]
-    ax.plot([x["step"] for x in h], [x["loss"] for x in h], label=r["label"])
-  ax.set(xlabel="step", ylabel="train loss (weighted sum)", yscale="log", title="KAVA rows")
-  ax.legend(fontsize=6)
-  fig.tight_layout()
+    color = colors.setdefault(name.removeprefix("full_"), plt.cm.tab10(len(colors) % 10))
+    style = dict(color=color, linestyle="-" if r["lora"] else "--", label=r["label"])
+    steps = [x["step"] for x in r["history"]]
+    loss_ax.plot(steps, [x["loss"] for x in r["history"]], **style)
+    acc_ax.plot(steps, [x.get("answer_accuracy", float("nan")) for x in r["history"]], **style)
+  loss_ax.set(xlabel="step", ylabel="train loss (weighted sum)", yscale="log")
+  acc_ax.set(xlabel="step", ylabel="answer-token accuracy (train batch)")
+  fig.legend(*loss_ax.get_legend_handles_labels(), loc="center right", fontsize=7)
+  fig.suptitle("KAVA rows (dashed: full fine-tuning)")
+  fig.tight_layout(rect=(0, 0, 0.84, 1))
   fig.savefig(path, dpi=110)
   plt.close(fig)
 
