@@ -16,7 +16,7 @@ Presets:
            99.6% / 99.0%. Latent rows take 7.9 forward passes per question, CoT 29.7. Seed 1
            (CPU): No-CoT 27.2%, PCCoT 29.4%, KAVA 32.0%, PCCoT + KV 32.2%. KAVA beats No-CoT in
            every run (two seeds on CPU and on the GPU: by 4.5 to 11 points); the KV term adds
-           0 to 3 points to PCCoT; the CODI term swings from -15 to +4 between runs.
+           0 to 5 points to PCCoT; the CODI term swings from -15 to +4 between runs.
            With LoRA dropout 0.1 every LoRA row tied No-CoT. Mod-10 variants
            (``data.ops="+-"``, ``data.modulus=10``) leave every row but CoT at chance: a step
            known wrongly makes the answer uniform, so the answer loss gives no partial signal.
@@ -85,7 +85,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       keep_checkpoints=1, resume=True, eval_batch_size=200))
   c.ablation = ml_collections.ConfigDict(dict(
       rows="cot,nocot,codi,pccot,pccot_codi,pccot_codi_kv,pccot_codi_rkv,kava,pccot_kv,"
-           "full_cot,full_nocot,full_pccot,full_kava"))
+           "full_cot,full_nocot,full_pccot,full_kava",
+      seeds=""))  # "0,1,2": every row per seed (own data split and base), tables show the mean
   c.mesh = ml_collections.ConfigDict(mesh_config())
   if preset == "tiny":
     # LoRA on every linear layer: with q,k,v,o only (frozen MLPs) the LoRA latent rows end below

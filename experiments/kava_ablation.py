@@ -3,13 +3,13 @@
 Rows (``ablation.rows``; each is the config with a few overrides, see ``ROWS``): the baselines
 CoT, No-CoT, CODI, PCCoT and KAVA; the ablation PCCoT -> + CODI -> + KV (right-crop compression,
 raw distances) -> + R-KV -> KAVA full (+ layer-wise std normalisation), and PCCoT + KV (KAVA
-without CODI: the KV term's own effect); and full fine-tuning
-instead of LoRA for CoT, No-CoT, PCCoT and KAVA. Without ``model.path`` a tiny LLaMA is first
-pretrained on arithmetic step text (cached in ``<workdir>/base``). Each finished row is cached in
-``<workdir>/rows/<name>/result.json`` (a re-run resumes). Writes ``metrics.json``, ``report.md``
-(accuracy per row and test set, forward passes per question, the config of every row) and
-``loss.png``.
-"""
+without CODI: the KV term's own effect); and full fine-tuning instead of LoRA for CoT, No-CoT,
+PCCoT and KAVA. Without ``model.path`` a tiny LLaMA is first pretrained on arithmetic step text
+(cached in ``<workdir>/base``). Each finished row is cached in
+``<workdir>/rows/<name>/result.json`` (a re-run resumes). With several ``ablation.seeds`` each
+seed runs all of this in ``<workdir>/seed<k>/`` and the tables report the mean over seeds, with
+a per-seed table. Writes ``metrics.json``, ``report.md`` (accuracy per row and test set, forward
+passes per question, the config of every row) and ``loss.png``."""
 
 from __future__ import annotations
 
@@ -200,7 +200,20 @@ def plot_losses(results: dict, path: str) -> None:
   plt.close(fig)
 
 
-def report(config, results: dict, tests: dict, lengths: dict, base_note: str) -> str:
+def seeds_table(results: dict, test: str, seeds: list[int]) -> str:
+  """Per-seed accuracy of every row on ``test`` with the mean and sample std (several seeds)."""
+  head = " | ".join(f"seed {s}" for s in seeds)
+  lines = [f"| row | {head} | mean | std |", "|---" * (len(seeds) + 3) + "|"]
+  for r in results.values():
+    e = r["eval"][test]
+    cells = " | ".join(f"{100 * e['accuracy_per_seed'][str(s)]:.1f}" for s in seeds)
+    lines.append(f"| {r['label']} | {cells} | {100 * e['accuracy']:.1f} | "
+                 f"{100 * e['accuracy_std']:.1f} |")
+  return "\n".join(lines)
+
+
+def report(config, results: dict, tests: dict, lengths: dict, base_note: str,
+           seeds: list[int]) -> str:
   names = list(tests)
   acc = lambda r: " | ".join(f"{100 * r['eval'][n]['accuracy']:.1f}" for n in names)
   head = " | ".join(f"acc % ({n})" for n in names)
@@ -225,12 +238,22 @@ def report(config, results: dict, tests: dict, lengths: dict, base_note: str) ->
                         f"{json.dumps(r['config'], indent=1, sort_keys=True)}\n```\n</details>"
                         for r in results.values())
   d, k = config.data, config.kava
+  spread = "" if len(seeds) == 1 else f"""
+## Seeds ({first})
+
+Each seed draws its own data split, pretrains its own base and trains every row (runs in
+`seed<k>/`); the tables above show the mean over seeds {', '.join(map(str, seeds))}, the loss
+curves seed {seeds[0]}.
+
+{seeds_table(results, first, seeds)}
+"""
   return f"""# KAVA ablation report
 
 Data: {d.source} ({', '.join(f'{n}: {len(v)} problems' for n, v in tests.items())});
 model: {config.model.path or 'tiny LLaMA ' + base_note}; M = {k.num_latents} latents,
 T = {k.iterations} Jacobi iterations (CODI: T = M, i.e. sequential latents); segment budgets
-{lengths}; {config.train.steps} steps of batch {config.train.batch_size} per row.
+{lengths}; {config.train.steps} steps of batch {config.train.batch_size} per row; seed(s)
+{', '.join(map(str, seeds))}.
 
 ## All rows
 
@@ -257,7 +280,7 @@ table) is KAVA full without the CODI term: the KV distillation's own effect on P
 | method | LoRA acc % | full FT acc % | change |
 |---|---|---|---|
 {lvf}
-
+{spread}
 ![loss curves](loss.png)
 
 ## Samples
@@ -272,8 +295,10 @@ table) is KAVA full without the CODI term: the KV distillation's own effect on P
 """
 
 
-def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  mesh, rules = make_mesh(config.mesh), get_rules(config.mesh.rules)
+def run_seed(config: ml_collections.ConfigDict, workdir: str, mesh, rules
+             ) -> tuple[dict, dict, dict, str]:
+  """Every row of ``ablation.rows`` for ``config.seed`` (its data split, base and row runs in
+  ``workdir``): (results by row, test sets, segment lengths, a note on the base model)."""
   train, tests, pretrain_problems = load_data(config)
   d = config.data
   if config.model.path:
@@ -298,17 +323,62 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
   for name in names:
     c = config if name is None else row_config(config, name)
     name = name or config.kava.method
-    print(f"[kava] row {name}", flush=True)
+    print(f"[kava] seed {config.seed} row {name}", flush=True)
     results[name] = run_row(c, name, tok, base, train_data, tests, prefix_len, workdir, mesh,
                             rules)
-  plot_losses(results, os.path.join(workdir, "loss.png"))
+  return results, tests, lengths, base_note
+
+
+def ablation_seeds(config: ml_collections.ConfigDict) -> list[int]:
+  """``ablation.seeds`` ("0,1,2"; "" = the single ``seed``) as ints."""
+  seeds = str(config.ablation.seeds)
+  try:
+    out = [int(x) for x in seeds.split(",") if x.strip()] or [int(config.seed)]
+  except ValueError:
+    raise ConfigError("ablation.seeds", seeds, "comma-separated ints, e.g. '0,1,2'") from None
+  if len(set(out)) != len(out):
+    raise ConfigError("ablation.seeds", seeds, "distinct seeds")
+  return out
+
+
+def merge_seeds(per_seed: dict[int, dict]) -> dict:
+  """Rows of several seeds -> one result per row: the first seed's record with each test's
+  ``accuracy`` and ``forward_passes`` replaced by their means over seeds, the per-seed accuracies
+  under ``accuracy_per_seed`` and their sample std under ``accuracy_std`` (one seed: unchanged)."""
+  seeds = list(per_seed)
+  if len(seeds) == 1:
+    return per_seed[seeds[0]]
+  merged = {}
+  for name, first in per_seed[seeds[0]].items():
+    evals = {}
+    for test, e in first["eval"].items():
+      acc = [per_seed[s][name]["eval"][test]["accuracy"] for s in seeds]
+      fwd = [per_seed[s][name]["eval"][test]["forward_passes"] for s in seeds]
+      evals[test] = dict(e, accuracy=float(np.mean(acc)), accuracy_std=float(np.std(acc, ddof=1)),
+                         accuracy_per_seed=dict(zip(map(str, seeds), acc)),
+                         forward_passes=float(np.mean(fwd)))
+    merged[name] = dict(first, eval=evals, train_seconds=float(np.mean(
+        [per_seed[s][name]["train_seconds"] for s in seeds])))
+  return merged
+
+
+def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  mesh, rules = make_mesh(config.mesh), get_rules(config.mesh.rules)
+  seeds = ablation_seeds(config)
+  per_seed = {}
+  for seed in seeds:
+    c = copy.deepcopy(config)
+    c.seed = seed
+    run_dir = workdir if len(seeds) == 1 else os.path.join(workdir, f"seed{seed}")
+    per_seed[seed], tests, lengths, base_note = run_seed(c, run_dir, mesh, rules)
+  results = merge_seeds(per_seed)
+  plot_losses(per_seed[seeds[0]], os.path.join(workdir, "loss.png"))
   io.write_text(os.path.join(workdir, "report.md"),
-                report(config, results, tests, lengths, base_note))
-  summary = {name: {t: {"accuracy": r["eval"][t]["accuracy"],
-                        "forward_passes": r["eval"][t]["forward_passes"]} for t in tests}
+                report(config, results, tests, lengths, base_note, seeds))
+  summary = {name: {t: {k: v for k, v in r["eval"][t].items() if k != "samples"} for t in tests}
              for name, r in results.items()}
   io.write_json(os.path.join(workdir, "metrics.json"),
-                {"rows": summary, "lengths": lengths, "details": results})
+                {"rows": summary, "lengths": lengths, "seeds": seeds, "details": results})
   return summary
 
 

@@ -79,8 +79,8 @@ def _presets(tree: ast.Module) -> list[str]:
   return list(dict.fromkeys(found))
 
 
-def load_experiment(name: str):
-  """Imports ``experiments/<name>.py`` from the repository and returns its ``main``."""
+def experiment_module(name: str):
+  """Imports ``experiments/<name>.py`` from the repository and returns the module."""
   path = config_lib.REPO_ROOT / "experiments" / f"{name}.py"
   if not path.exists():
     known = sorted(p.stem for p in path.parent.glob("*.py") if not p.stem.startswith("_"))
@@ -88,7 +88,7 @@ def load_experiment(name: str):
   spec = importlib.util.spec_from_file_location(f"jaxvlm_experiment_{name}", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.main
+  return module
 
 
 def run_config(spec: str, overrides=(), workdir: str | None = None) -> tuple[str, dict]:
@@ -100,7 +100,7 @@ def run_config(spec: str, overrides=(), workdir: str | None = None) -> tuple[str
   os.makedirs(workdir, exist_ok=True)
   write_json(os.path.join(workdir, "config.json"), cfg.to_dict())
   print(f"[jaxvlm] run folder: {os.path.abspath(workdir)}", flush=True)
-  summary = load_experiment(cfg.experiment)(cfg, workdir)
+  summary = experiment_module(cfg.experiment).main(cfg, workdir)
   return workdir, summary
 
 

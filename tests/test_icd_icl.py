@@ -4,9 +4,6 @@ processor layout (logits, greedy tokens, answer probabilities), results in the l
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import jax
 import numpy as np
 import pytest
@@ -14,13 +11,14 @@ import torch
 import transformers
 from ml_collections import ConfigDict
 
-from jaxvlm.config import REPO_ROOT, load_config
+from jaxvlm.config import load_config
 from jaxvlm.data import vlm_batches
 from jaxvlm.errors import ConfigError, JaxVLMError, ShapeError
 from jaxvlm.generation import generate
 from jaxvlm.methods import icd
 from jaxvlm.methods.icd import icl
 from jaxvlm.models import load_pretrained
+from jaxvlm.run import experiment_module
 from jaxvlm.tools import compare_indices
 from jaxvlm.training.vlm import tiny_vlm_config
 
@@ -151,13 +149,6 @@ def test_episodes_hold_a_same_class_demo_and_are_seeded(setup):
     assert demos.get(query) == answer  # the same-class demo holds the episode's word
 
 
-def _experiment():
-  spec = importlib.util.spec_from_file_location(
-      "kl_beta_compare", os.path.join(REPO_ROOT, "experiments", "kl_beta_compare.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
 
 def test_bad_input_names_the_field(setup):
   _, model, tok, samples = setup
@@ -169,7 +160,7 @@ def test_bad_input_names_the_field(setup):
     icl.check_icd_indices(np.array([[0], [4]]), 2, 4)
   with pytest.raises(ShapeError, match="icd_indices"):
     icl.icl_inference(model, tok, samples[:2], samples[2:], np.zeros((3, 1), int))
-  check = _experiment().check_config
+  check = experiment_module("kl_beta_compare").check_config
   for key, value, field in (("compare.kl_betas", "(0.12,-0.1)", "kl_beta"),
                             ("compare.shots", "(1,17)", "shots"),
                             ("compare.shots", "(0,1)", "shots"),
@@ -214,7 +205,7 @@ def test_hf_checkpoint_folder_with_its_tokenizer(setup, tmp_path):
   hf.save_pretrained(str(tmp_path))
   _char_level_hf_tokenizer().save_pretrained(str(tmp_path))
   c = load_config("configs/icd.py:tiny", [f"vlm.path={tmp_path}"])
-  model, adapter = _experiment().load_vlm(c, str(tmp_path / "run"))
+  model, adapter = experiment_module("kl_beta_compare").load_vlm(c, str(tmp_path / "run"))
   assert isinstance(adapter, icd.HFTextTokenizer) and adapter.bos_token_id == 0
   fmt = vlm_batches.VLMPromptFormat.from_model(model, adapter)
   ids, _ = vlm_batches.encode_prompt(fmt, adapter, samples[0], [samples[1]])

@@ -4,16 +4,16 @@ budget, and a GSM8K test row without ``####``: each a ``ConfigError`` naming the
 
 from __future__ import annotations
 
-import importlib.util
 
 import numpy as np
 import pytest
 
-from jaxvlm.config import REPO_ROOT, load_config
+from jaxvlm.config import load_config
 from jaxvlm.data import gsm8k
 from jaxvlm.data.tokenizer import CharTokenizer
 from jaxvlm.errors import ConfigError
 from jaxvlm.methods import kava
+from jaxvlm.run import experiment_module
 from test_kava_core import random_batch, tiny_kava
 
 BAD_LATENTS = [(dict(num_latents=0, iterations=1), "kava.num_latents"),
@@ -21,13 +21,6 @@ BAD_LATENTS = [(dict(num_latents=0, iterations=1), "kava.num_latents"),
                (dict(num_latents=2, iterations=0), "kava.iterations"),
                (dict(num_latents=2, iterations=-1), "kava.iterations")]
 
-
-def _experiment():
-  spec = importlib.util.spec_from_file_location(
-      "kava_ablation_under_test", REPO_ROOT / "experiments" / "kava_ablation.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 @pytest.mark.parametrize("kwargs, field", BAD_LATENTS)
@@ -49,11 +42,11 @@ def test_passes_and_generation_refuse_bad_m_and_t(kwargs, field):
 def test_config_file_keys_are_checked(override, field):
   c = load_config("configs/kava.py:tiny", [f"--config.{override}"])
   with pytest.raises(ConfigError, match=field):
-    _experiment().kava_settings(c)
+    experiment_module("kava_ablation").kava_settings(c)
 
 
 def test_unknown_row_source_and_projection():
-  exp = _experiment()
+  exp = experiment_module("kava_ablation")
   c = load_config("configs/kava.py:tiny", ["--config.data.source=gsm9k"])
   with pytest.raises(ConfigError, match="ablation.rows"):
     exp.row_config(c, "coconut")

@@ -14,8 +14,13 @@ import re
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
 from jaxvlm.config import REPO_ROOT, load_config
+from jaxvlm.errors import ConfigError
 from jaxvlm.methods.kava.method import METHODS
+from jaxvlm.run import experiment_module
 
 # A 1-layer, 32-wide random base (no pretraining); 2 train steps per row; M 2, T 1 (CODI: T = M);
 # LoRA without dropout (its random bits in every adapted projection of every pass double the
@@ -42,8 +47,8 @@ def test_tiny_ablation_end_to_end(tmp_path):
                  check=True, timeout=900)
   metrics = json.loads((workdir / "metrics.json").read_text())
   assert list(metrics["rows"]) == cfg_rows
-  assert set(metrics) == {"rows", "lengths", "details"} and set(metrics["lengths"]) == {
-      "q_len", "cot_len", "ans_len"}
+  assert set(metrics) == {"rows", "lengths", "seeds", "details"} and set(metrics["lengths"]) == {
+      "q_len", "cot_len", "ans_len"} and metrics["seeds"] == [0]
   for name in cfg_rows:
     row = metrics["rows"][name]["held-out"]
     assert 0.0 <= row["accuracy"] <= 1.0 and row["forward_passes"] >= 1.0
@@ -75,3 +80,42 @@ def test_tiny_ablation_end_to_end(tmp_path):
                      rf"{NUMBER} \| [+-]{NUMBER} \|", lora_full)
   assert "![loss curves](loss.png)" in report and (workdir / "loss.png").stat().st_size > 0
   assert report.count("<details>") == len(cfg_rows)
+
+
+def _row(label: str, acc: float, passes: float, seconds: float) -> dict:
+  return {"label": label, "method": "kava", "lora": True, "terms": ["student_ce"],
+          "iterations": 3, "train_seconds": seconds, "history": [], "config": {},
+          "eval": {"held-out": {"accuracy": acc, "forward_passes": passes, "samples": []}}}
+
+
+def test_seeds_merge_into_mean_std_and_a_per_seed_table():
+  exp = experiment_module("kava_ablation")
+  per_seed = {0: {"kava": _row("KAVA", 0.30, 8.0, 10.0)},
+              1: {"kava": _row("KAVA", 0.34, 7.0, 20.0)},
+              2: {"kava": _row("KAVA", 0.26, 9.0, 30.0)}}
+  assert exp.merge_seeds({0: per_seed[0]}) is per_seed[0]
+  merged = exp.merge_seeds(per_seed)["kava"]
+  e = merged["eval"]["held-out"]
+  np.testing.assert_allclose([e["accuracy"], e["accuracy_std"], e["forward_passes"],
+                              merged["train_seconds"]], [0.30, 0.04, 8.0, 20.0], rtol=1e-9)
+  assert e["accuracy_per_seed"] == {"0": 0.30, "1": 0.34, "2": 0.26}
+  assert per_seed[0]["kava"]["eval"]["held-out"]["accuracy"] == 0.30  # inputs untouched
+  table = exp.seeds_table({"kava": merged}, "held-out", [0, 1, 2])
+  assert "| KAVA | 30.0 | 34.0 | 26.0 | 30.0 | 4.0 |" in table.splitlines()
+  c = load_config("configs/kava.py:tiny")
+  text = exp.report(c, {"kava": merged}, {"held-out": [{}] * 5}, {"q_len": 9}, "", [0, 1, 2])
+  assert "## Seeds (held-out)" in text and "| KAVA | 30.0 | 34.0 |" in text
+  assert "## Seeds" not in exp.report(c, per_seed[0], {"held-out": []}, {}, "", [0])
+
+
+@pytest.mark.parametrize("seeds, expected", [("", [0]), ("3", [3]), ("0, 1,2", [0, 1, 2])])
+def test_ablation_seeds(seeds, expected):
+  c = load_config("configs/kava.py:tiny", [f"--config.ablation.seeds={seeds}"])
+  assert experiment_module("kava_ablation").ablation_seeds(c) == expected
+
+
+@pytest.mark.parametrize("seeds", ["0,a", "1,1"])
+def test_bad_ablation_seeds_name_the_field(seeds):
+  c = load_config("configs/kava.py:tiny", [f"--config.ablation.seeds={seeds}"])
+  with pytest.raises(ConfigError, match="ablation.seeds"):
+    experiment_module("kava_ablation").ablation_seeds(c)
