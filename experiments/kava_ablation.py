@@ -365,12 +365,14 @@ def merge_seeds(per_seed: dict[int, dict]) -> dict:
 def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mesh, rules = make_mesh(config.mesh), get_rules(config.mesh.rules)
   seeds = ablation_seeds(config)
-  per_seed = {}
+  runs = {}
   for seed in seeds:
     c = copy.deepcopy(config)
     c.seed = seed
-    run_dir = workdir if len(seeds) == 1 else os.path.join(workdir, f"seed{seed}")
-    per_seed[seed], tests, lengths, base_note = run_seed(c, run_dir, mesh, rules)
+    runs[seed] = run_seed(c, workdir if len(seeds) == 1 else os.path.join(workdir, f"seed{seed}"),
+                          mesh, rules)
+  per_seed = {seed: run[0] for seed, run in runs.items()}
+  _, tests, lengths, base_note = runs[seeds[0]]  # the report states the first seed's
   results = merge_seeds(per_seed)
   plot_losses(per_seed[seeds[0]], os.path.join(workdir, "loss.png"))
   io.write_text(os.path.join(workdir, "report.md"),

@@ -149,7 +149,6 @@ def test_episodes_hold_a_same_class_demo_and_are_seeded(setup):
     assert demos.get(query) == answer  # the same-class demo holds the episode's word
 
 
-
 def test_bad_input_names_the_field(setup):
   _, model, tok, samples = setup
   with pytest.raises(ConfigError, match="shots"):

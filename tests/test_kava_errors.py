@@ -4,7 +4,6 @@ budget, and a GSM8K test row without ``####``: each a ``ConfigError`` naming the
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
@@ -20,7 +19,6 @@ BAD_LATENTS = [(dict(num_latents=0, iterations=1), "kava.num_latents"),
                (dict(num_latents=-1, iterations=1), "kava.num_latents"),
                (dict(num_latents=2, iterations=0), "kava.iterations"),
                (dict(num_latents=2, iterations=-1), "kava.iterations")]
-
 
 
 @pytest.mark.parametrize("kwargs, field", BAD_LATENTS)
