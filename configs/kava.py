@@ -10,13 +10,15 @@ Presets:
            problems of the same kind and is scored on held-out ones. 2500 pretraining steps:
            with 600 the base gets ~27% of CoT answers right and there is nothing to distil;
            with 2500 CoT reaches 99%. LoRA adapts every linear layer (see the tiny branch).
-           Measured (issue 10, seed 0, CPU, 300 steps per row, 1000 held-out problems, LoRA
-           alpha 128 / dropout 0, CODI weight 1): LoRA No-CoT 21.7%, PCCoT 31.0%, KAVA 29.0%,
-           PCCoT + KV 31.3%, CODI 37.3%; full FT No-CoT 18.5%, PCCoT 43.2%, KAVA 33.1%; CoT
-           99.6% / 99.0%. Latent rows take 7.9 forward passes per question, CoT 29.7. Seed 1
-           (CPU): No-CoT 27.2%, PCCoT 29.4%, KAVA 32.0%, PCCoT + KV 32.2%. KAVA beats No-CoT in
-           every run (two seeds on CPU and on the GPU: by 4.5 to 11 points); the KV term adds
-           0 to 5 points to PCCoT; the CODI term swings from -15 to +4 between runs.
+           Measured (issue 10, CPU, 300 steps per row, 1000 held-out problems, LoRA alpha 128
+           / dropout 0, CODI weight 1; ``--config.ablation.seeds=0,1``, mean of the two seeds):
+           LoRA No-CoT 24.4%, PCCoT 30.2%, KAVA 30.5%, PCCoT + KV 31.8%, CODI 32.0%; full FT
+           No-CoT 27.0%, PCCoT 37.0%, KAVA 31.4%; CoT 99.8% / 99.3%. Latent rows take 7.9
+           forward passes per question, CoT 29.7. LoRA KAVA beats No-CoT at both seeds (+7.3,
+           +4.8 points); with full FT the seeds disagree (+14.6, -5.9: full-FT No-CoT ranges
+           18.5-35.5%). R-KV selection scores below right-crop at both seeds (27.3% vs 34.1%
+           with raw distances): the last CoT entries hold the result, and R-KV at lambda 0.1
+           ranks mostly by key redundancy. Other gaps among latent rows are within the spread.
            With LoRA dropout 0.1 every LoRA row tied No-CoT. Mod-10 variants
            (``data.ops="+-"``, ``data.modulus=10``) leave every row but CoT at chance: a step
            known wrongly makes the answer uniform, so the answer loss gives no partial signal.
