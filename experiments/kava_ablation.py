@@ -333,11 +333,13 @@ def ablation_seeds(config: ml_collections.ConfigDict) -> list[int]:
   """``ablation.seeds`` ("0,1,2"; "" = the single ``seed``) as ints."""
   seeds = str(config.ablation.seeds)
   try:
-    out = [int(x) for x in seeds.split(",") if x.strip()] or [int(config.seed)]
+    out = [int(x) for x in seeds.split(",") if x.strip()]
   except ValueError:
     raise ConfigError("ablation.seeds", seeds, "comma-separated ints, e.g. '0,1,2'") from None
-  if len(set(out)) != len(out):
-    raise ConfigError("ablation.seeds", seeds, "distinct seeds")
+  if not out:
+    return [int(config.seed)]
+  if len(set(out)) != len(out) or min(out) < 0:
+    raise ConfigError("ablation.seeds", seeds, "distinct seeds >= 0")
   return out
 
 

@@ -114,7 +114,7 @@ def test_ablation_seeds(seeds, expected):
   assert experiment_module("kava_ablation").ablation_seeds(c) == expected
 
 
-@pytest.mark.parametrize("seeds", ["0,a", "1,1"])
+@pytest.mark.parametrize("seeds", ["0,a", "1,1", "0,-1"])
 def test_bad_ablation_seeds_name_the_field(seeds):
   c = load_config("configs/kava.py:tiny", [f"--config.ablation.seeds={seeds}"])
   with pytest.raises(ConfigError, match="ablation.seeds"):

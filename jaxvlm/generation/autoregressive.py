@@ -99,8 +99,8 @@ def generate(model: nnx.Module, input_ids, attention_mask=None, max_new_tokens: 
   instead of every step. On a GPU each test of a data-dependent loop condition is a device-to-host
   copy that drains the stream (measured at under 1% of a 7B decode step on an H200,
   ``benchmarks/bench_decode_step.py``); with k > 1 up to k - 1 steps run after the last EOS
-  (their tokens are padding; the outputs are the same for every k). Without EOS ids the step count is fixed
-  and nothing is tested. Extra ``model_kwargs`` (pixel values, image grids) go to
+  (their tokens are padding; the outputs are the same for every k). Without EOS ids the step
+  count is fixed and nothing is tested. Extra ``model_kwargs`` (pixel values, image grids) go to
   ``model.prefill_inputs``.
   """
   defaults = model_defaults(model)
