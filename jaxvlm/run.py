@@ -2,7 +2,9 @@
 
 The config's ``experiment`` field names a script ``experiments/<experiment>.py`` whose
 ``main(config, workdir) -> dict`` does the work and writes ``metrics.json`` and ``report.md``
-into ``workdir``. Overrides come as ``--config.a.b=value``.
+into ``workdir``. Overrides come as ``--config.a.b=value``. A script may define
+``validate(config) -> None``, which checks the whole config (see :mod:`jaxvlm.validate`) and runs
+before the run folder is created, so a bad value ends the run before any work.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import sys
 
 from jaxvlm import config as config_lib
+from jaxvlm import runcache
 from jaxvlm.errors import ConfigError
 from jaxvlm.io import write_json
 
@@ -96,11 +99,21 @@ def run_config(spec: str, overrides=(), workdir: str | None = None) -> tuple[str
   cfg = config_lib.load_config(spec, overrides)
   if "experiment" not in cfg:
     raise ConfigError("experiment", None, "a config field naming a script in experiments/")
+  module = experiment_module(cfg.experiment)
+  if hasattr(module, "validate"):
+    module.validate(cfg)
   workdir = workdir or config_lib.default_workdir(cfg.experiment)
+  config_path = os.path.join(workdir, "config.json")
+  if os.path.exists(config_path):
+    with open(config_path, encoding="utf-8") as f:
+      changed = runcache.changed_keys(json.load(f), cfg.to_dict())
+    if changed:
+      print(f"[jaxvlm] settings changed since the last run in this folder: {', '.join(changed)}",
+            flush=True)
   os.makedirs(workdir, exist_ok=True)
-  write_json(os.path.join(workdir, "config.json"), cfg.to_dict())
+  write_json(config_path, cfg.to_dict())
   print(f"[jaxvlm] run folder: {os.path.abspath(workdir)}", flush=True)
-  summary = experiment_module(cfg.experiment).main(cfg, workdir)
+  summary = module.main(cfg, workdir)
   return workdir, summary
 
 

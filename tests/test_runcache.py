@@ -1,0 +1,134 @@
+"""The run cache: keys change with every setting and input file; torn jsonl lines are recovered."""
+
+import json
+import os
+
+import ml_collections
+import numpy as np
+import pytest
+
+from jaxvlm import runcache
+from jaxvlm.errors import ConfigError, DataFileError, MissingFileError
+
+
+def settings(**overrides):
+  c = ml_collections.ConfigDict({"train": {"steps": 10, "lr": 1e-3}, "lora": {"rank": 8},
+                                 "rows": ("nocot", "kava")})
+  for k, v in overrides.items():
+    section, leaf = k.split("__")
+    c[section][leaf] = v
+  return c
+
+
+def test_fingerprint_is_canonical_and_changes_with_every_setting():
+  base = runcache.fingerprint(settings())
+  assert len(base) == 16 and int(base, 16) >= 0
+  as_dict = {"rows": ["nocot", "kava"], "lora": {"rank": 8}, "train": {"lr": 1e-3, "steps": 10}}
+  assert runcache.fingerprint(as_dict) == base
+  assert runcache.fingerprint(settings().lock()) == base
+  assert runcache.fingerprint({**as_dict, "lora": {"rank": np.int64(8)}}) == base
+  changed = [settings(train__steps=11), settings(train__lr=2e-3), settings(lora__rank=16)]
+  assert len({base, *(runcache.fingerprint(c) for c in changed)}) == 4
+
+
+def test_fingerprint_follows_input_files_and_folders(tmp_path):
+  data = tmp_path / "data.jsonl"
+  data.write_text("a\n")
+  folder = tmp_path / "model"
+  (folder / "sub").mkdir(parents=True)
+  (folder / "sub" / "w.bin").write_bytes(b"12")
+  first = runcache.fingerprint({"x": 1}, [str(data), str(folder)])
+  assert first == runcache.fingerprint({"x": 1}, [str(data), str(folder)])
+  data.write_text("ab\n")
+  second = runcache.fingerprint({"x": 1}, [str(data), str(folder)])
+  (folder / "sub" / "w.bin").write_bytes(b"123")
+  third = runcache.fingerprint({"x": 1}, [str(data), str(folder)])
+  assert len({first, second, third}) == 3
+  with pytest.raises(MissingFileError, match="absent.json"):
+    runcache.fingerprint({}, [str(tmp_path / "absent.json")])
+
+
+def test_unserialisable_setting_names_its_key():
+  with pytest.raises(ConfigError, match=r"settings\.train\.fn"):
+    runcache.fingerprint({"train": {"fn": object()}})
+
+
+def test_describe_lists_dotted_keys_sorted():
+  text = runcache.describe(settings())
+  assert text.splitlines() == ["- lora.rank = 8", "- rows = [\"nocot\", \"kava\"]",
+                               "- train.lr = 0.001", "- train.steps = 10"]
+
+
+def test_changed_keys():
+  assert runcache.changed_keys(settings(), settings(train__steps=3, lora__rank=4)) == [
+      "lora.rank", "train.steps"]
+  assert runcache.changed_keys({"a": 1}, {"a": 1, "b": 2}) == ["b"]
+
+
+def test_cache_never_returns_a_value_stored_under_other_settings(tmp_path):
+  cache = runcache.RunCache(str(tmp_path / "cache"))
+  assert cache.load("row-nocot", settings()) is None
+  cache.save("row-nocot", settings(), {"accuracy": 0.5})
+  assert cache.load("row-nocot", settings()) == {"accuracy": 0.5}
+  assert cache.load("row-nocot", settings(train__steps=20)) is None
+  assert cache.load("row-kava", settings()) is None
+  cache.save("row-nocot", settings(train__steps=20), {"accuracy": 0.7})
+  assert cache.load("row-nocot", settings()) == {"accuracy": 0.5}
+  assert cache.load("row-nocot", settings(train__steps=20)) == {"accuracy": 0.7}
+  steps = sorted(s["train"]["steps"] for s in cache.stored("row-nocot"))
+  assert steps == [10, 20]
+
+
+def test_entry_folder_records_its_settings(tmp_path):
+  cache = runcache.RunCache(str(tmp_path / "cache"))
+  folder = cache.entry("base", settings())
+  assert os.path.basename(folder) == "base-" + runcache.fingerprint(settings())
+  stored = json.loads(open(os.path.join(folder, "settings.json")).read())
+  assert stored["settings"]["lora"]["rank"] == 8 and stored["files"] == []
+  assert cache.entry("base", settings()) == folder
+  with pytest.raises(ConfigError, match="cache part name"):
+    cache.entry("../escape", settings())
+
+
+def test_corrupt_cached_value_names_the_file(tmp_path):
+  cache = runcache.RunCache(str(tmp_path))
+  cache.save("p", {"a": 1}, [1, 2])
+  path = os.path.join(cache.path("p", {"a": 1}), "value.json")
+  open(path, "w").write("{\"val")
+  with pytest.raises(DataFileError, match="value.json"):
+    cache.load("p", {"a": 1})
+
+
+def test_torn_last_line_is_dropped_and_the_file_repaired(tmp_path):
+  path = str(tmp_path / "beams.jsonl")
+  for i in range(3):
+    runcache.append_jsonl(path, {"qid": i, "beam": [i, i + 1]})
+  good = open(path, "rb").read()
+  with open(path, "ab") as f:
+    f.write(b'{"qid": 3, "be')  # a kill during the append
+  assert [r["qid"] for r in runcache.read_jsonl(path)] == [0, 1, 2]
+  assert open(path, "rb").read() == good
+  with open(path, "ab") as f:
+    f.write(b'{"qid": 3, "be')
+  runcache.append_jsonl(path, {"qid": 3, "beam": [3, 4]})
+  assert [r["qid"] for r in runcache.read_jsonl(path)] == [0, 1, 2, 3]
+
+
+def test_last_line_without_newline_counts_as_torn(tmp_path):
+  path = tmp_path / "c.jsonl"
+  path.write_bytes(b'{"a": 1}\n{"a": 2}')
+  assert runcache.read_jsonl(str(path)) == [{"a": 1}]
+  assert path.read_bytes() == b'{"a": 1}\n'
+  path.write_bytes(b'{"a"')
+  assert runcache.read_jsonl(str(path)) == [] and path.read_bytes() == b""
+  assert runcache.read_jsonl(str(tmp_path / "absent.jsonl")) == []
+
+
+def test_bad_line_before_the_last_names_file_and_line(tmp_path):
+  path = tmp_path / "c.jsonl"
+  path.write_bytes(b'{"a": 1}\nnot json\n{"a": 3}\n')
+  with pytest.raises(DataFileError, match=r"c\.jsonl: line 2: not JSON"):
+    runcache.read_jsonl(str(path))
+  path.write_bytes(b'{"a": 1}\n[1, 2]\n')
+  with pytest.raises(DataFileError, match=r"line 2: got list, expected a JSON object"):
+    runcache.read_jsonl(str(path))

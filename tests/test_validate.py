@@ -1,0 +1,79 @@
+"""Config checks name the full dotted key, the value and what was expected."""
+
+import ml_collections
+import pytest
+
+from jaxvlm import validate
+from jaxvlm.errors import ConfigError
+
+
+def cfg():
+  return ml_collections.ConfigDict({
+      "ablation": {"rows": "nocot,kava"},
+      "runs": {"top_k": 16, "modes": ("normal", "two_pass")},
+      "model": {"adallava": {"min_budget": 0.5}},
+      "sweep": {"budgets": (0.5, 1.0)},
+      "train": {"batch_size": 8, "grad_accum": 2},
+  })
+
+
+def test_valid_config_passes():
+  c = cfg()
+  validate.choice(c, "ablation.rows", ["nocot", "kava", "pccot"])
+  validate.choice(c, "runs.modes", ["normal", "two_pass", "prompt"])
+  validate.in_range(c, "model.adallava.min_budget", 0, 1, low_open=True)
+  validate.in_range(c, "sweep.budgets", 0, 1, low_open=True)
+  validate.positive(c, "runs.top_k", "train.batch_size", "sweep.budgets")
+  validate.divisible(c, "train.batch_size", "train.grad_accum")
+
+
+def test_choice_names_the_bad_item_of_a_comma_list():
+  c = cfg()
+  c.ablation.rows = "nocot,foo"
+  with pytest.raises(ConfigError, match=r"^ablation\.rows: got 'foo', expected one of"):
+    validate.choice(c, "ablation.rows", ["nocot", "kava"])
+  c.runs.modes = ("normal", "fast")
+  with pytest.raises(ConfigError, match=r"^runs\.modes: got 'fast'"):
+    validate.choice(c, "runs.modes", ["normal", "two_pass"])
+
+
+@pytest.mark.parametrize("value", [0.0, 1.5, -1, "half", True, None, float("nan")])
+def test_in_range_refuses_out_of_range_and_non_numbers(value):
+  c = ml_collections.ConfigDict({"model": {"adallava": {"min_budget": value}}})
+  with pytest.raises(ConfigError) as e:
+    validate.in_range(c, "model.adallava.min_budget", 0, 1, low_open=True)
+  assert e.value.field == "model.adallava.min_budget"
+  assert str(e.value).endswith("expected a number in (0, 1]")
+
+
+def test_in_range_checks_each_item_and_open_bounds():
+  c = cfg()
+  c.sweep.budgets = (0.5, 1.5)
+  with pytest.raises(ConfigError, match=r"sweep\.budgets: got 1\.5, expected a number < 1 "):
+    validate.in_range(c, "sweep.budgets", high=1, high_open=True)
+  validate.in_range(c, "sweep.budgets", low=0.5)
+  with pytest.raises(ConfigError, match=r"> 0\.5"):
+    validate.in_range(c, "sweep.budgets", low=0.5, low_open=True)
+
+
+def test_positive_refuses_zero():
+  c = cfg()
+  c.runs.top_k = 0
+  with pytest.raises(ConfigError, match=r"^runs\.top_k: got 0, expected a number > 0$"):
+    validate.positive(c, "train.batch_size", "runs.top_k")
+
+
+def test_divisible():
+  c = cfg()
+  c.train.grad_accum = 3
+  with pytest.raises(ConfigError, match=r"train\.batch_size: got 8, expected a multiple of "
+                                        r"train\.grad_accum = 3"):
+    validate.divisible(c, "train.batch_size", "train.grad_accum")
+  c.train.grad_accum = 0
+  with pytest.raises(ConfigError, match=r"^train\.grad_accum: got 0"):
+    validate.divisible(c, "train.batch_size", "train.grad_accum")
+
+
+def test_missing_key_is_named():
+  with pytest.raises(ConfigError, match=r"runs\.nope: got None, expected an existing config key"):
+    validate.positive(cfg(), "runs.nope")
