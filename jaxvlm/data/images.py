@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from jaxvlm.errors import ConfigError, MissingFileError
+from jaxvlm.errors import ConfigError, DataFileError, MissingFileError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -27,13 +27,17 @@ INTERNVL2_SYSTEM = ("你是由上海人工智能实验室联合商汤科技开�
 
 
 def load_image(image):
-  """A file path or PIL image -> RGB PIL image."""
+  """A file path or PIL image -> RGB PIL image; a file PIL cannot decode is an error naming it."""
   from PIL import Image
-  if isinstance(image, (str, os.PathLike)):
-    if not os.path.exists(image):
-      raise MissingFileError(str(image), "image")
-    image = Image.open(image)
-  return image.convert("RGB")
+  if not isinstance(image, (str, os.PathLike)):
+    return image.convert("RGB")
+  if not os.path.exists(image):
+    raise MissingFileError(str(image), "image")
+  try:
+    with Image.open(image) as opened:
+      return opened.convert("RGB")
+  except (OSError, SyntaxError, ValueError) as e:  # UnidentifiedImageError is an OSError
+    raise DataFileError(str(image), f"not a readable image ({type(e).__name__}: {e})") from None
 
 
 def hf_image_processor(path: str):

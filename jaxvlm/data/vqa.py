@@ -4,19 +4,19 @@
 annotation (ten answers, ``multiple_choice_answer``, types) and its image file
 ``image_dir/COCO_<data_subtype>_<image_id:012d>.(jpg|png)``; ``load_image(record)`` gives the
 image as uint8 RGB. Errors: a missing or malformed json file, annotations whose question ids
-do not match the questions file, a missing image file — each names the file (and ids).
+do not match the questions file, a field missing or of the wrong type (blaming the file that
+holds it), a missing image file — each names the file (and ids).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 
 import numpy as np
 
-from jaxvlm.data import images
+from jaxvlm.data import images, records
 from jaxvlm.errors import DataFileError, MissingFileError
 
 _COCO_NAME = re.compile(r"^COCO_(?P<split>[A-Za-z0-9]+)_(?P<id>\d+)\.(?:jpg|jpeg|png)$")
@@ -34,6 +34,11 @@ class VQARecord:
   answer_type: str
 
 
+def majority(answers) -> str:
+  """The most frequent answer (the first in sorted order on ties; "" when there is none)."""
+  return max(sorted(set(answers)), key=list(answers).count) if answers else ""
+
+
 def coco_file_name(split: str, image_id: int, ext: str = "jpg") -> str:
   """``COCO_<split>_<image_id:012d>.<ext>``."""
   return f"COCO_{split}_{int(image_id):012d}.{ext}"
@@ -41,23 +46,19 @@ def coco_file_name(split: str, image_id: int, ext: str = "jpg") -> str:
 
 def read_json(path: str, key: str, what: str) -> dict:
   """The parsed json object at ``path``, which must hold list ``key``."""
-  if not os.path.exists(path):
-    raise MissingFileError(path, what)
-  try:
-    with open(path, encoding="utf-8") as f:
-      data = json.load(f)
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise DataFileError(path, f"malformed JSON ({e})") from None
+  data = records.read_json(path, what)
   if not isinstance(data, dict) or not isinstance(data.get(key), list):
     raise DataFileError(path, f"expected a JSON object with a list {key!r}")
   return data
 
 
-def _by_question_id(entries: list, path: str) -> dict[int, dict]:
-  try:
-    return {int(e["question_id"]): e for e in entries}
-  except (KeyError, TypeError, ValueError) as e:
-    raise DataFileError(path, f"an entry lacks an integer 'question_id' ({e!r})") from None
+def _by_question_id(entries: list, path: str, what: str) -> dict[int, dict]:
+  """question id -> entry (``what`` names an entry, e.g. "question 3")."""
+  out = {}
+  for i, e in enumerate(entries):
+    records.require(e, ("question_id",), path, f"{what} {i}")
+    out[records.integer(e, "question_id", path, f"{what} {i}")] = e
+  return out
 
 
 def _image_files(image_dir: str, split: str | None) -> dict[int, str]:
@@ -77,8 +78,8 @@ def read_vqa(questions_json: str, annotations_json: str, image_dir: str,
   """The first ``limit`` (all when None) questions, each with its annotation and image path."""
   qdata = read_json(questions_json, "questions", "VQA questions")
   adata = read_json(annotations_json, "annotations", "VQA annotations")
-  questions = _by_question_id(qdata["questions"], questions_json)
-  annotations = _by_question_id(adata["annotations"], annotations_json)
+  questions = _by_question_id(qdata["questions"], questions_json, "question")
+  annotations = _by_question_id(adata["annotations"], annotations_json, "annotation")
   extra, missing = sorted(annotations.keys() - questions.keys()), sorted(
       questions.keys() - annotations.keys())
   if extra or missing:
@@ -87,24 +88,31 @@ def read_vqa(questions_json: str, annotations_json: str, image_dir: str,
                         f"{len(missing)} question id(s) without annotation {missing[:5]}")
   split = qdata.get("data_subtype")
   files = _image_files(image_dir, split)
-  records = []
+  out = []
   for qid, q in list(questions.items())[:limit]:
-    a = annotations[qid]
-    image_id = int(q["image_id"])
+    q_where, a_where = f"question {qid}", f"annotation of question {qid}"
+    records.require(q, ("image_id", "question"), questions_json, q_where)
+    image_id = records.integer(q, "image_id", questions_json, q_where)
     if image_id not in files:
       raise MissingFileError(os.path.join(image_dir, coco_file_name(split or "<split>", image_id)),
                              f"image of question {qid}")
-    try:
-      answers = tuple(str(x["answer"]) for x in a["answers"])
-      records.append(VQARecord(
-          question_id=qid, image_id=image_id, image_path=os.path.join(image_dir, files[image_id]),
-          question=str(q["question"]), answers=answers,
-          answer=str(a.get("multiple_choice_answer") or max(set(answers), key=answers.count)),
-          question_type=str(a.get("question_type", "")),
-          answer_type=str(a.get("answer_type", ""))))
-    except (KeyError, TypeError) as e:
-      raise DataFileError(annotations_json, f"annotation of question {qid} lacks {e}") from None
-  return records
+    a = annotations[qid]
+    records.require(a, ("answers",), annotations_json, a_where)
+    if not isinstance(a["answers"], list):
+      raise DataFileError(annotations_json, f"{a_where}: field 'answers' is {a['answers']!r}, "
+                                            "expected a list of {\"answer\": ...} objects")
+    answers = []
+    for i, x in enumerate(a["answers"]):
+      records.require(x, ("answer",), annotations_json, f"{a_where}, answer {i}")
+      answers.append(records.text(x, "answer", annotations_json, f"{a_where}, answer {i}"))
+    answer = (records.text(a, "multiple_choice_answer", annotations_json, a_where)
+              if a.get("multiple_choice_answer") else majority(answers))
+    out.append(VQARecord(
+        question_id=qid, image_id=image_id, image_path=os.path.join(image_dir, files[image_id]),
+        question=records.text(q, "question", questions_json, q_where), answers=tuple(answers),
+        answer=answer, question_type=str(a.get("question_type", "")),
+        answer_type=str(a.get("answer_type", ""))))
+  return out
 
 
 def load_image(record: VQARecord) -> np.ndarray:
