@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxvlm import cli
-from jaxvlm.errors import CheckpointError, MissingFileError
+from jaxvlm.errors import CheckpointError, DataFileError, MissingFileError
 from jaxvlm.tools import compare_checkpoints as cc
 from jaxvlm.tools import compare_indices as ci
 from jaxvlm.training import Checkpointer
@@ -102,3 +102,44 @@ def test_compare_indices(tmp_path, capsys):
   assert cli.main(["compare-indices", str(tmp_path / "c.json"), str(tmp_path / "c.json")]) == 0
   assert "identical: 2 (100.00%)" in capsys.readouterr().out
   assert cli.main(["compare-indices", str(tmp_path / "a.json"), str(tmp_path / "x.json")]) == 2
+
+
+def _largest_file(folder):
+  files = [p for p in folder.rglob("*") if p.is_file()]
+  return max(files, key=lambda p: p.stat().st_size)
+
+
+@pytest.mark.parametrize("target", ["data", "manifest.ocdbt", "_METADATA"])
+def test_corrupt_checkpoint_file_is_named_in_one_line(tmp_path, capsys, target):
+  like = {"params": {"w": np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32)},
+          "rng": np.zeros(2, np.uint32)}
+  path = _save(tmp_path / "A", like["params"])
+  state = tmp_path / "A" / "1" / "state"
+  bad = _largest_file(state / "ocdbt.process_0") if target == "data" else state / target
+  data = bad.read_bytes()
+  bad.write_bytes(data[: len(data) // 2] + b"\x00garbage")
+  with pytest.raises(CheckpointError, match=f"checkpoint file '{bad}' is corrupt or truncated"):
+    cc.load_params(path)
+  ckpt = Checkpointer(path)
+  with pytest.raises(CheckpointError, match=f"checkpoint file '{bad}'"):
+    ckpt.restore(1, like)
+  ckpt.close()
+  assert cli.main(["compare-checkpoints", path, path]) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and str(bad) in err
+
+
+def test_compare_indices_refuses_floats_and_names_truncated_files(tmp_path, capsys):
+  (tmp_path / "a.json").write_text(json.dumps({"q1": [1, 2]}))
+  (tmp_path / "f.json").write_text(json.dumps({"q1": [1.7, 2.2]}))
+  with pytest.raises(DataFileError, match=r"f\.json: sample q1: indices \[1\.7, 2\.2\], expected"):
+    ci.load_selections(str(tmp_path / "f.json"))
+  (tmp_path / "r.json").write_text(json.dumps([{"id": "q1", "indices": [1, True]}]))
+  with pytest.raises(DataFileError, match=r"r\.json: sample q1: indices \[1, true\]|\[1, True\]"):
+    ci.load_selections(str(tmp_path / "r.json"))
+  (tmp_path / "t.json").write_text(json.dumps({"q1": [1, 2], "q2": [3, 4]})[:20])
+  assert cli.main(["compare-indices", str(tmp_path / "a.json"), str(tmp_path / "t.json")]) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and f"{tmp_path / 't.json'}: malformed JSON at line 1" in err
+  assert cli.main(["compare-indices", str(tmp_path / "a.json"), str(tmp_path / "f.json")]) == 2
+  assert "expected a list of integers" in capsys.readouterr().err

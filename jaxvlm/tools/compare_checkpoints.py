@@ -44,13 +44,14 @@ def load_params(path: str, step: int | None = None) -> dict[str, np.ndarray]:
   """``{dotted name: numpy array}`` of a checkpoint (the ``params`` entry of a training state)."""
   import jax
   import orbax.checkpoint as ocp
-  from jaxvlm.training.checkpoint import flatten
+  from jaxvlm.training.checkpoint import flatten, reading
   item, checkpointer = _item_dir(path, step), ocp.PyTreeCheckpointer()
-  meta = checkpointer.metadata(item)
-  # Every leaf as host numpy: restoring a saved jax.Array needs a target sharding otherwise.
-  as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
-                          getattr(meta, "item_metadata", meta))
-  tree = checkpointer.restore(item, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+  with reading(item):
+    meta = checkpointer.metadata(item)
+    # Every leaf as host numpy: restoring a saved jax.Array needs a target sharding otherwise.
+    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+                            getattr(meta, "item_metadata", meta))
+    tree = checkpointer.restore(item, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
   if isinstance(tree, Mapping) and "params" in tree:
     tree = tree["params"]
   named, _ = flatten(tree)

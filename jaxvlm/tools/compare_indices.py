@@ -10,40 +10,48 @@ sample the positions that differ and the set overlap.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from typing import Any
 
 from jaxvlm import io
-from jaxvlm.errors import ConfigError, MissingFileError
+from jaxvlm.data import records
+from jaxvlm.errors import ConfigError, DataFileError
 
 _ID_KEYS, _IDX_KEYS = ("id", "sample_id", "question_id"), ("indices", "icd_indices", "icd_idx")
 
 
-def _pick(record: dict, keys: tuple, path: str) -> Any:
+def _pick(record: dict, keys: tuple, path: str, where: str) -> Any:
   for k in keys:
     if k in record:
       return record[k]
-  raise ConfigError(path, sorted(record), f"records with one of the keys {list(keys)}")
+  raise DataFileError(path, f"{where} lacks one of the keys {list(keys)} (has {sorted(record)})")
+
+
+def _indices(value: Any, path: str, sample: Any) -> list[int]:
+  """The integer index list of one sample; floats, bools and non-lists are refused."""
+  if not isinstance(value, list) or any(isinstance(i, bool) or not isinstance(i, int)
+                                        for i in value):
+    raise DataFileError(path, f"sample {sample}: indices {value!r}, expected a list of integers")
+  return value
 
 
 def load_selections(path: str) -> dict[str, list[int]]:
   """``{sample id: [indices]}`` from any of the accepted layouts."""
-  if not os.path.exists(path):
-    raise MissingFileError(path, "index selection JSON")
-  with open(path) as f:
-    data = json.load(f)
+  data = records.read_json(path, "index selection JSON")
   if isinstance(data, dict) and not any(isinstance(v, list) and all(isinstance(i, int) for i in v)
                                         for v in data.values()):
     data = next((data[k] for k in ("indices", "results") if k in data), data)
   if isinstance(data, dict):
-    return {str(k): [int(i) for i in v] for k, v in data.items()}
+    return {str(k): _indices(v, path, k) for k, v in data.items()}
   if isinstance(data, list) and all(isinstance(r, dict) for r in data):
-    return {str(_pick(r, _ID_KEYS, path)): [int(i) for i in _pick(r, _IDX_KEYS, path)]
-            for r in data}
+    out = {}
+    for n, r in enumerate(data):
+      sample = _pick(r, _ID_KEYS, path, f"record {n}")
+      out[str(sample)] = _indices(_pick(r, _IDX_KEYS, path, f"record {n}"), path, sample)
+    return out
   if isinstance(data, list):
-    return {str(n): [int(i) for i in v] for n, v in enumerate(data)}
-  raise ConfigError(path, type(data).__name__, "a JSON object or list of index selections")
+    return {str(n): _indices(v, path, n) for n, v in enumerate(data)}
+  raise DataFileError(path, f"got a JSON {type(data).__name__}, expected an object or list of "
+                            "index selections")
 
 
 def compare(a: dict[str, list[int]], b: dict[str, list[int]]) -> dict:

@@ -6,14 +6,18 @@ A checkpoint step folder holds two items: ``state`` (a flat dict ``{"params": {n
 architecture config, run config). Saves are asynchronous and atomic (Orbax writes into a
 temporary folder and renames it when complete), so a process killed mid-save leaves the previous
 checkpoint as the latest one. Restoring takes the target shardings from the caller, so a
-checkpoint written on one mesh restores onto any other.
+checkpoint written on one mesh restores onto any other. A file that Orbax or TensorStore cannot
+decode ends a restore in one :class:`CheckpointError` naming that file (:func:`reading`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
-from typing import Any, Mapping
+import re
+from typing import Any, Iterator, Mapping
 
 import jax
 import numpy as np
@@ -56,6 +60,51 @@ def _plain(x):
   return json.loads(json.dumps(x, default=str))
 
 
+_LOCAL_FILE = re.compile(r'local file "([^"]+)"')
+_VALUE_SIZE = re.compile(r"for value of size (\d+)")
+_METADATA_FILES = ("_CHECKPOINT_METADATA", "_METADATA", "metadata")
+
+
+def corrupt_file(folder: str, error: BaseException) -> str:
+  """The file of checkpoint ``folder`` that ``error`` (raised while reading it) comes from: the
+  last file TensorStore names (a data file of the size it reports, when it names only the
+  database folder), else the first metadata JSON file that does not parse, else ``folder``."""
+  named = _LOCAL_FILE.findall(str(error))
+  if named and os.path.isfile(named[-1]):
+    return named[-1]
+  size = _VALUE_SIZE.search(str(error))
+  if named and size:
+    matches = [f for f in glob.glob(os.path.join(glob.escape(named[-1]), "**"), recursive=True)
+               if os.path.isfile(f) and os.path.getsize(f) == int(size[1])]
+    if len(matches) == 1:
+      return matches[0]
+  for path in sorted(glob.glob(os.path.join(glob.escape(folder), "**"), recursive=True)):
+    if os.path.basename(path) in _METADATA_FILES and os.path.isfile(path):
+      try:
+        with open(path, "rb") as f:
+          json.loads(f.read())
+      except ValueError:
+        return path
+  return named[-1] if named else folder
+
+
+@contextlib.contextmanager
+def reading(folder: str) -> Iterator[None]:
+  """Turns a decoding error raised while reading checkpoint ``folder`` into one
+  :class:`CheckpointError` naming the corrupt file and the reason."""
+  try:
+    yield
+  except CheckpointError:
+    raise
+  except (ValueError, OSError) as e:
+    if isinstance(e, OSError) and e.filename is not None:
+      raise
+    reason = " ".join(str(e).split(" [tensorstore_spec")[0].split())
+    reason = reason.rsplit('": ', 1)[-1] if _LOCAL_FILE.search(reason) else reason
+    raise CheckpointError(f"checkpoint file {corrupt_file(folder, e)!r} is corrupt or truncated "
+                          f"({type(e).__name__}: {reason[:300]})") from None
+
+
 def _abstract(x):
   if isinstance(x, np.ndarray):  # host arrays restore as numpy
     return x
@@ -90,7 +139,9 @@ class Checkpointer:
     return self.manager.latest_step()
 
   def read_meta(self, step: int) -> dict:
-    return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    with reading(os.path.join(self.directory, str(step))):
+      return self.manager.restore(step, args=ocp.args.Composite(
+          meta=ocp.args.JsonRestore()))["meta"]
 
   def restore(self, step: int, like: Mapping[str, Any],
               arch_config: Mapping[str, Any] | None = None) -> tuple[dict, dict]:
@@ -108,8 +159,9 @@ class Checkpointer:
         raise CheckpointError(f"checkpoint {self.directory} step {step}: architecture config "
                               f"differs from the current one in {sorted(diff)} ({details})")
     target = jax.tree.map(_abstract, dict(like))
-    state = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target)))["state"]
+    with reading(os.path.join(self.directory, str(step))):
+      state = self.manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(target)))["state"]
     return state, meta
 
   def wait(self) -> None:
