@@ -13,6 +13,7 @@ import json
 import os
 from typing import Sequence
 
+import numpy as np
 from flax import nnx
 
 from jaxvlm.errors import MissingFileError
@@ -20,27 +21,53 @@ from jaxvlm.generation import generate
 from jaxvlm.generation.defaults import model_defaults
 from jaxvlm.models.tokenizer import load_tokenizer
 
-# Processor outputs the models derive from ``input_ids`` themselves.
-_TEXT_MARKERS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
 
+def load_processor(path: str, trust_remote_code: bool = False):
+  """The folder's processor, its tokenizer padding on the left.
 
-def load_processor(path: str):
-  """The folder's processor (``AutoProcessor``), its tokenizer padding on the left.
-
-  A folder without an image processor gives the tokenizer. Without ``torchvision`` (which
-  ``transformers`` needs for video processors only) the processor is built from the folder's
-  tokenizer, slow image processor and ``processor_config.json``, without a video processor.
+  ``qwen2_5_vl`` / ``llava`` / ``internvl`` folders give their ``transformers`` processor
+  (``AutoProcessor``); InternVL2 remote-code folders (``internvl_chat``) give
+  :class:`~jaxvlm.models.internvl.processor.InternVL2Processor`; a folder without an image
+  processor gives the tokenizer. Without ``torchvision`` (which ``transformers`` needs for video
+  processors only) the processor is built from the folder's tokenizer, slow image processor and
+  ``processor_config.json``, without a video processor. A folder whose tokenizer has no chat
+  template raises :class:`MissingFileError` naming the file it needs.
   """
-  if not any(os.path.exists(os.path.join(path, f))
-             for f in ("preprocessor_config.json", "processor_config.json")):
-    return load_tokenizer(path)
-  import transformers
-  if importlib.util.find_spec("torchvision") is not None:
+  config = os.path.join(path, "config.json")
+  model_type = None
+  if os.path.exists(config):
+    with open(config) as f:
+      model_type = json.load(f).get("model_type")
+  if model_type == "internvl_chat":
+    from jaxvlm.models.internvl.processor import InternVL2Processor
+    processor = InternVL2Processor.from_pretrained(
+        path, load_tokenizer(path, trust_remote_code=trust_remote_code))
+  elif not any(os.path.exists(os.path.join(path, f))
+               for f in ("preprocessor_config.json", "processor_config.json")):
+    processor = load_tokenizer(path, trust_remote_code=trust_remote_code)
+  elif importlib.util.find_spec("torchvision") is not None:
+    import transformers
     processor = transformers.AutoProcessor.from_pretrained(path, local_files_only=True)
   else:
     processor = _processor_without_video(path)
-  processor.tokenizer.padding_side = "left"
+  tok = getattr(processor, "tokenizer", processor)
+  tok.padding_side = "left"
+  if model_type != "internvl_chat" and not (getattr(processor, "chat_template", None)
+                                            or tok.chat_template):
+    raise MissingFileError(os.path.join(path, "chat_template.jinja"),
+                           f"chat template of {path} (or 'chat_template' in tokenizer_config.json)")
   return processor
+
+
+def load_vlm(path: str, trust_remote_code: bool = False, **load_kwargs):
+  """(model, processor) of a checkpoint folder: :func:`load_processor` and
+  :func:`jaxvlm.models.load_pretrained` (an ``internvl_chat`` config names no image token: the
+  processor's ``<IMG_CONTEXT>`` id is passed)."""
+  from jaxvlm.models import load_pretrained
+  processor = load_processor(path, trust_remote_code=trust_remote_code)
+  if type(processor).__name__ == "InternVL2Processor":
+    load_kwargs.setdefault("image_token_id", processor.image_token_id)
+  return load_pretrained(path, **load_kwargs), processor
 
 
 def _processor_without_video(path: str):
@@ -75,34 +102,46 @@ def without_video(processor_cls: type) -> type:
               {"get_attributes": classmethod(lambda c: attrs)})
 
 
-def chat(model: nnx.Module, processor, images: Sequence, text: str,
-         max_new_tokens: int | None = None, **generate_kwargs) -> str:
-  """The model's answer to one user turn (``images`` then ``text``).
+def chat_batch(model: nnx.Module, processor, conversations: Sequence[Sequence[dict]],
+               max_new_tokens: int | None = None, return_tokens: bool = False,
+               **generate_kwargs) -> list[str] | list[list[int]]:
+  """Greedy (or the checkpoint's) answers to a batch of chat ``conversations`` (HF messages,
+  :func:`jaxvlm.data.vlm_inputs.encode`), one left-padded batch through the one ``generate``.
 
-  ``processor`` is a VLM processor or, for a text-only model, a tokenizer (see
-  :func:`load_processor`). The prompt is its chat template with the assistant turn opened; the
-  processor's image tensors go to ``generate``. EOS and pad come from ``model.generation_config``,
-  else from the tokenizer; the answer is decoded without special tokens.
+  EOS and pad come from ``model.generation_config``, else from the tokenizer; each row's tokens
+  equal ``transformers``' ``generate`` for that row alone. Returns the answers decoded without
+  special tokens, or with ``return_tokens`` the generated ids up to and including EOS.
   """
-  images = list(images or [])
+  from jaxvlm.data import vlm_inputs
   tok = getattr(processor, "tokenizer", processor)
-  if hasattr(processor, "image_processor"):
-    content = [{"type": "image"} for _ in images] + [{"type": "text", "text": text}]
-  else:
-    if images:
-      raise TypeError("chat: images need a VLM processor, got a tokenizer")
-    content = text
-  prompt = processor.apply_chat_template([{"role": "user", "content": content}],
-                                         add_generation_prompt=True, tokenize=False)
-  kwargs = dict(text=[prompt], return_tensors="np", add_special_tokens=False)
-  enc = processor(images=images or None, **kwargs) if images else processor(**kwargs)
-  ids, mask = enc["input_ids"], enc["attention_mask"]
-  visual = {k: v for k, v in enc.items() if k not in _TEXT_MARKERS}
+  batch = vlm_inputs.encode(processor, conversations)
   defaults = model_defaults(model)
   if not defaults.eos_token_id and tok.eos_token_id is not None:
     generate_kwargs.setdefault("eos_token_id", tok.eos_token_id)
   if defaults.pad_token_id is None and tok.pad_token_id is not None:
     generate_kwargs.setdefault("pad_token_id", tok.pad_token_id)
-  out = generate(model, ids, mask, max_new_tokens, **generate_kwargs, **visual)
-  new = out.new_tokens[0, :int(out.num_generated[0])]
-  return tok.decode(list(map(int, new)), skip_special_tokens=True).strip()
+  out = generate(model, batch["input_ids"], batch["attention_mask"], max_new_tokens,
+                 **generate_kwargs, **vlm_inputs.generation_kwargs(model, batch))
+  new, counts = np.asarray(out.new_tokens), np.asarray(out.num_generated)
+  tokens = [list(map(int, row[:n])) for row, n in zip(new, counts)]
+  if return_tokens:
+    return tokens
+  return [tok.decode(t, skip_special_tokens=True).strip() for t in tokens]
+
+
+def user_turn(images: Sequence, text: str) -> list[dict]:
+  """A one-turn conversation: ``images`` (in order) then ``text``."""
+  return [{"role": "user", "content": [{"type": "image", "image": im} for im in images]
+           + [{"type": "text", "text": text}]}]
+
+
+def chat(model: nnx.Module, processor, images: Sequence, text: str,
+         max_new_tokens: int | None = None, **generate_kwargs) -> str:
+  """The model's answer to one user turn (``images`` then ``text``): :func:`chat_batch`'s
+  one-row case. ``processor`` is a VLM processor or, for a text-only model, a tokenizer."""
+  images = list(images or [])
+  if images and not hasattr(processor, "image_processor"):
+    raise TypeError("chat: images need a VLM processor, got a tokenizer")
+  conversation = (user_turn(images, text) if hasattr(processor, "image_processor")
+                  else [{"role": "user", "content": text}])
+  return chat_batch(model, processor, [conversation], max_new_tokens, **generate_kwargs)[0]

@@ -92,6 +92,48 @@ def mrope_cos_sin(position_ids: jax.Array, inv_freq: np.ndarray, section) -> tup
   return jnp.cos(emb), jnp.sin(emb)
 
 
+def rope_index(input_ids, image_grid_thw, attention_mask=None, *, image_token_id: int,
+               video_token_id: int, spatial_merge_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """Host-side M-RoPE ids ``[3, B, S]`` and ``rope_deltas [B, 1]`` (HF ``get_rope_index``).
+
+  Text tokens advance all three axes by one; an image of LLM grid ``(t, h, w)`` (after the
+  spatial merge) takes ``(start + t_idx, start + h_idx, start + w_idx)`` and the text after it
+  resumes at ``start + max(h, w)``. Padding (mask 0) gets position 0. ``image_grid_thw`` lists
+  the images of the whole batch in row-major order.
+  """
+  ids = np.asarray(jax.device_get(input_ids))
+  mask = (np.ones_like(ids, bool) if attention_mask is None
+          else np.asarray(jax.device_get(attention_mask)).astype(bool))
+  if (ids[mask] == video_token_id).any():
+    raise ConfigError("input_ids", "video placeholder tokens",
+                      "images only (video input is not implemented for qwen2_5_vl)")
+  grids = iter(np.zeros((0, 3), int) if image_grid_thw is None
+               else np.asarray(image_grid_thw).reshape(-1, 3))
+  m = spatial_merge_size
+  positions = np.zeros((3,) + ids.shape, np.int32)
+  deltas = np.zeros((ids.shape[0], 1), np.int32)
+  for b in range(ids.shape[0]):
+    row, parts, cur, i = ids[b][mask[b]], [], 0, 0
+    while i < len(row):
+      if row[i] == image_token_id:
+        t, h, w = next(grids)
+        tt, hh, ww = np.meshgrid(np.arange(t), np.arange(h // m), np.arange(w // m),
+                                 indexing="ij")
+        parts.append(np.stack([tt, hh, ww]).reshape(3, -1) + cur)
+        cur += max(h, w) // m
+        i += parts[-1].shape[1]
+      else:
+        j = i
+        while j < len(row) and row[j] != image_token_id:
+          j += 1
+        parts.append(np.broadcast_to(np.arange(cur, cur + j - i), (3, j - i)))
+        cur, i = cur + j - i, j
+    pos = np.concatenate(parts, axis=1) if parts else np.zeros((3, 0), np.int32)
+    positions[:, b, mask[b]] = pos
+    deltas[b] = (pos.max() + 1 if pos.size else 0) - len(row)
+  return positions, deltas
+
+
 class Qwen2_5_VLForConditionalGeneration(nnx.Module):
   """Vision tower ``visual`` + Qwen2 decoder ``language_model`` (a :class:`LlamaForCausalLM`)."""
 
@@ -103,44 +145,11 @@ class Qwen2_5_VLForConditionalGeneration(nnx.Module):
   # ------------------------------------------------------------------ positions
 
   def get_rope_index(self, input_ids, image_grid_thw, attention_mask=None):
-    """Host-side M-RoPE ids ``[3, B, S]`` and ``rope_deltas [B, 1]`` (HF ``get_rope_index``).
-
-    Text tokens advance all three axes by one; an image of LLM grid ``(t, h, w)`` (after the
-    spatial merge) takes ``(start + t_idx, start + h_idx, start + w_idx)`` and the text after it
-    resumes at ``start + max(h, w)``. Padding (mask 0) gets position 0.
-    """
+    """Host-side M-RoPE ids ``[3, B, S]`` and ``rope_deltas [B, 1]`` (see :func:`rope_index`)."""
     cfg = self.config
-    ids = np.asarray(jax.device_get(input_ids))
-    mask = (np.ones_like(ids, bool) if attention_mask is None
-            else np.asarray(jax.device_get(attention_mask)).astype(bool))
-    if (ids[mask] == cfg.video_token_id).any():
-      raise ConfigError("input_ids", "video placeholder tokens",
-                        "images only (video input is not implemented for qwen2_5_vl)")
-    grids = iter(np.zeros((0, 3), int) if image_grid_thw is None
-                 else np.asarray(image_grid_thw).reshape(-1, 3))
-    m = cfg.vision.spatial_merge_size
-    positions = np.zeros((3,) + ids.shape, np.int32)
-    deltas = np.zeros((ids.shape[0], 1), np.int32)
-    for b in range(ids.shape[0]):
-      row, parts, cur, i = ids[b][mask[b]], [], 0, 0
-      while i < len(row):
-        if row[i] == cfg.image_token_id:
-          t, h, w = next(grids)
-          tt, hh, ww = np.meshgrid(np.arange(t), np.arange(h // m), np.arange(w // m),
-                                   indexing="ij")
-          parts.append(np.stack([tt, hh, ww]).reshape(3, -1) + cur)
-          cur += max(h, w) // m
-          i += parts[-1].shape[1]
-        else:
-          j = i
-          while j < len(row) and row[j] != cfg.image_token_id:
-            j += 1
-          parts.append(np.broadcast_to(np.arange(cur, cur + j - i), (3, j - i)))
-          cur, i = cur + j - i, j
-      pos = np.concatenate(parts, axis=1) if parts else np.zeros((3, 0), np.int32)
-      positions[:, b, mask[b]] = pos
-      deltas[b] = (pos.max() + 1 if pos.size else 0) - len(row)
-    return positions, deltas
+    return rope_index(input_ids, image_grid_thw, attention_mask,
+                      image_token_id=cfg.image_token_id, video_token_id=cfg.video_token_id,
+                      spatial_merge_size=cfg.vision.spatial_merge_size)
 
   def mrope_tables(self, position_ids: jax.Array):
     text = self.config.text
