@@ -49,7 +49,10 @@ def hf_folder(tmp_path):
     (["run", "--config", "configs/nope.py:tiny"], "config: got 'configs/nope.py'"),
     (["run", "--config", "configs/sft.py:huge"], "config preset: got 'huge'"),
     (["run", "--config", "configs/sft.py", "--bogus"], "arguments: got ['--bogus']"),
-    (["parity", "/no/such/checkpoint"], "'/no/such/checkpoint/config.json' does not exist"),
+    (["parity", "/no/such/checkpoint"], "model.path (a local model folder): file "
+                                         "'/no/such/checkpoint' does not exist"),
+    (["parity", "no-such-org/no-such-model"], "model.path: got 'no-such-org/no-such-model', "
+                                              "expected an existing local model folder"),
     (["compare-checkpoints", "/no/a", "/no/b"], "/no/a"),
     (["compare-indices", "/no/a.json", "/no/b.json"], "/no/a.json"),
 ])

@@ -20,6 +20,7 @@ from flax import nnx
 from jaxvlm.errors import ConfigError, MissingFileError, UnknownModelTypeError
 from jaxvlm.generation.defaults import GenerationDefaults
 from jaxvlm.models import weights
+from jaxvlm.models.paths import resolve_model_path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,14 +113,16 @@ def from_config(hf_config: dict, seed: int = 0, dtype=None, param_dtype=None, me
 
 
 def load_pretrained(path: str, dtype=None, param_dtype=None, mesh=None, rules=None,
-                    **overrides) -> nnx.Module:
-  """Loads a local HF folder (``config.json`` + safetensors, single or sharded).
+                    what: str = "model.path", **overrides) -> nnx.Module:
+  """Loads a HF folder (``config.json`` + safetensors, single or sharded): a local folder, or a
+  hub id as :func:`jaxvlm.models.paths.resolve_model_path` allows (``what`` names the setting).
 
   ``dtype`` is the compute dtype, ``param_dtype`` the storage dtype (defaults to ``dtype``).
   The folder's ``generation_config.json`` (EOS / pad / bos ids, sampling defaults) is kept as
   ``model.generation_config`` for ``generate`` and ``chat``. With a ``mesh``, each tensor goes
   straight to the sharding its logical axes map to.
   """
+  path = resolve_model_path(path, what)
   hf = read_config(path)
   family = get_family(hf["model_type"])
   cfg = family.config_from_hf(hf, **_dtype_overrides(dtype, param_dtype), **overrides)
