@@ -65,3 +65,15 @@ class DataFileError(JaxVLMError):
   def __init__(self, path: str, problem: str):
     super().__init__(f"{path}: {problem}")
     self.path, self.problem = path, problem
+
+
+class SettingsChangedError(ConfigError):
+  """Results computed under other settings would be reused (a resumed run, a cached part)."""
+
+  def __init__(self, what: str, changes: dict[str, tuple[Any, Any]], remedy: str):
+    shown = "; ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in list(changes.items())[:8])
+    more = f" (+{len(changes) - 8} more)" if len(changes) > 8 else ""
+    InputError.__init__(self, f"{what} was computed under other settings: {shown}{more}; "
+                              f"{remedy}")
+    self.field, self.value, self.expected = ", ".join(changes), changes, remedy
+    self.what, self.changes = what, changes

@@ -21,7 +21,7 @@ from typing import Any, Iterable
 
 import ml_collections
 
-from jaxvlm.errors import ConfigError, DataFileError, MissingFileError
+from jaxvlm.errors import ConfigError, DataFileError, MissingFileError, SettingsChangedError
 from jaxvlm.io import write_json
 
 SETTINGS_FILE = "settings.json"
@@ -105,6 +105,19 @@ def changed_keys(old: Any, new: Any) -> list[str]:
   a, b = flatten(old), flatten(new)
   missing = object()
   return sorted(k for k in set(a) | set(b) if a.get(k, missing) != b.get(k, missing))
+
+
+def refuse_changed(what: str, old: Any, new: Any, ignore: Iterable[str] = (),
+                   remedy: str = "use another run folder, or the settings it was computed under"
+                   ) -> None:
+  """Raises :class:`SettingsChangedError` naming every dotted key (but those in ``ignore`` or
+  under them) whose value differs between the settings ``what`` was computed under and now."""
+  ignore = tuple(ignore)
+  a, b = flatten(old), flatten(new)
+  keys = [k for k in changed_keys(old, new)
+          if not any(k == i or k.startswith(i + ".") for i in ignore)]
+  if keys:
+    raise SettingsChangedError(what, {k: (a.get(k), b.get(k)) for k in keys}, remedy)
 
 
 class RunCache:

@@ -13,7 +13,7 @@ from safetensors.numpy import load_file, save_file
 from jaxvlm import errors
 from jaxvlm.generation import generate
 from jaxvlm.models import from_config, load_pretrained
-from jaxvlm.models.paths import resolve_model_path
+from jaxvlm.models.paths import check_model_path, resolve_model_path
 from jaxvlm.models.tokenizer import load_tokenizer
 
 TINY = dict(model_type="llama", vocab_size=64, hidden_size=32, intermediate_size=48,
@@ -145,6 +145,7 @@ def test_online_hub_id_is_downloaded_and_download_errors_are_one_line(monkeypatc
     return str(tmp_path)
 
   monkeypatch.setattr(huggingface_hub, "snapshot_download", download)
+  assert check_model_path("org/model") is None and not calls  # validation downloads nothing
   assert resolve_model_path("org/model") == str(tmp_path)
   assert calls[0][0] == "org/model" and "*.bin" in calls[0][1]["ignore_patterns"]
   with pytest.raises(errors.ConfigError, match=r"^model\.path: got 'org/missing', .*OSError: "

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxvlm import runcache
-from jaxvlm.errors import ConfigError, DataFileError, MissingFileError
+from jaxvlm.errors import ConfigError, DataFileError, MissingFileError, SettingsChangedError
 
 
 def settings(**overrides):
@@ -132,3 +132,14 @@ def test_bad_line_before_the_last_names_file_and_line(tmp_path):
   path.write_bytes(b'{"a": 1}\n[1, 2]\n')
   with pytest.raises(DataFileError, match=r"line 2: got list, expected a JSON object"):
     runcache.read_jsonl(str(path))
+
+
+def test_refuse_changed_names_every_changed_key_but_the_ignored_ones():
+  runcache.refuse_changed("x", settings(), settings())
+  runcache.refuse_changed("x", settings(), settings(train__steps=5), ignore=("train",))
+  with pytest.raises(SettingsChangedError) as e:
+    runcache.refuse_changed("the checkpoint at step 4", settings(),
+                            settings(train__steps=5, lora__rank=2), ignore=("train.lr",))
+  assert e.value.field == "lora.rank, train.steps" and isinstance(e.value, ConfigError)
+  assert str(e.value).startswith("the checkpoint at step 4 was computed under other settings: "
+                                 "lora.rank: 8 then, 2 now; train.steps: 10 then, 5 now; ")
