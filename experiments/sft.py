@@ -2,6 +2,10 @@
 
 Writes ``metrics.json``, ``report.md``, ``loss.png``, ``metrics.jsonl`` + TensorBoard events and
 Orbax checkpoints into the workdir (and, with ``train.export``, the merged HF model / adapter).
+``validate`` refuses bad settings before any work. Text path: the accuracy before training is
+cached under every setting it depends on (``<workdir>/cache``); checkpoints left in the run folder
+by other settings stop the run with one line naming the changed keys; the report lists the
+settings.
 """
 
 from __future__ import annotations
@@ -15,37 +19,91 @@ import matplotlib
 import ml_collections
 from flax import nnx
 
-from jaxvlm import io, models
+from jaxvlm import io, models, runcache
+from jaxvlm import validate as checks
 from jaxvlm.data import arithmetic, gsm8k as gsm8k_data, sft, vlm_batches
 from jaxvlm.data.tokenizer import CharTokenizer
-from jaxvlm.errors import ConfigError
+from jaxvlm.errors import ConfigError, DataFileError, MissingFileError
 from jaxvlm.eval import gsm8k as gsm8k_eval
 from jaxvlm.layers import lora
+from jaxvlm.models.paths import check_model_path, resolve_model_path
+from jaxvlm.models.tokenizer import load_tokenizer
 from jaxvlm.run import experiment_entrypoint
 from jaxvlm.sharding import get_rules, make_mesh
 from jaxvlm.training import Trainer, TrainConfig, causal_lm_loss, remat_modules, vlm
+from jaxvlm.training.checkpoint import refuse_other_settings
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+SOURCES = ("arithmetic", "gsm8k", "synthetic_vqa")
+# Keys that change neither the trained weights nor the evaluation: a run may resume under others.
+RESUMABLE = ("train.resume", "train.log_every", "train.eval_every", "train.checkpoint_every",
+             "train.keep_checkpoints", "train.export")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Refuses, before any work, every value the run cannot use (one error naming the key)."""
+  checks.choice(config, "data.source", SOURCES)
+  checks.positive(config, "train.steps", "train.batch_size", "train.grad_accum",
+                  "train.eval_batch_size", "train.log_every", "train.keep_checkpoints",
+                  "optimizer.lr")
+  checks.divisible(config, "train.batch_size", "train.grad_accum")
+  for key in ("train.eval_every", "train.checkpoint_every", "optimizer.warmup_steps",
+              "optimizer.weight_decay", "optimizer.grad_clip"):
+    checks.in_range(config, key, 0)
+  if config.data.source != "gsm8k":  # gsm8k: the test file (and data.test_limit) sets the size
+    checks.positive(config, "data.num_test")
+  if config.data.source == "synthetic_vqa":
+    return
+  checks.positive(config, "data.seq_len", "data.max_new_tokens")
+  checks.in_range(config, "data.test_limit", 0)
+  if config.lora.enabled:
+    checks.positive(config, "lora.rank", "lora.alpha")
+    checks.in_range(config, "lora.dropout", 0, 1, high_open=True)
+  if config.data.source == "arithmetic":
+    checks.positive(config, "data.num_train", "data.digits")
+    pairs = (10 ** config.data.digits - 10 ** (config.data.digits - 1)) ** 2
+    if config.data.num_train + config.data.num_test > pairs:
+      raise ConfigError("data.num_train", config.data.num_train,
+                        f"at most {pairs} - data.num_test ({config.data.num_test}): there are "
+                        f"{pairs} distinct {config.data.digits}-digit pairs")
+  else:
+    for key in ("data.train_path", "data.test_path"):
+      path = checks.get(config, key)
+      if not path or not os.path.isfile(path):
+        raise MissingFileError(path, f"{key} (a GSM8K jsonl file)")
+    if not config.model.path:
+      raise ConfigError("model.path", "", "a HF model folder or hub id with data.source='gsm8k' "
+                                          "(the random tiny model's character tokenizer covers "
+                                          "only the arithmetic task)")
+  if config.model.path:
+    check_model_path(config.model.path, "model.path")
+
+
 def load_data(cfg: ml_collections.ConfigDict) -> tuple[list[dict], list[dict]]:
+  """(train, test) items of the text sources; an empty split is an error naming its source."""
   if cfg.source == "arithmetic":
     return arithmetic.make_splits(cfg.digits, cfg.num_train, cfg.num_test)
-  if cfg.source == "gsm8k":
-    return (gsm8k_data.read_jsonl(cfg.train_path),
+  if cfg.source != "gsm8k":
+    raise ConfigError("data.source", cfg.source, f"one of {list(SOURCES)}")
+  splits = (gsm8k_data.read_jsonl(cfg.train_path),
             gsm8k_data.read_jsonl(cfg.test_path, cfg.test_limit or None))
-  raise ConfigError("data.source", cfg.source, "'arithmetic', 'gsm8k' or 'synthetic_vqa'")
+  for path, items, name in zip((cfg.train_path, cfg.test_path), splits, ("train", "test")):
+    if not items:
+      raise DataFileError(path, f"holds no records; the {name} set would be empty")
+  return splits
 
 
 def build_model(config: ml_collections.ConfigDict, mesh, rules):
-  """(model, tokenizer): a local HF folder with its tokenizer, or a random tiny model + chars."""
+  """(model, tokenizer): a HF folder (or hub id, see jaxvlm.models.paths) with its tokenizer, or
+  a random tiny model with the character tokenizer."""
   m = config.model
   if m.path:
-    from transformers import AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(m.path)
-    tok.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    model = models.load_pretrained(m.path, dtype=m.dtype, param_dtype=m.param_dtype, mesh=mesh,
+    path = resolve_model_path(m.path, "model.path")
+    tok = load_tokenizer(path)
+    model = models.load_pretrained(path, dtype=m.dtype, param_dtype=m.param_dtype, mesh=mesh,
                                    rules=rules)
   else:
     tok = CharTokenizer()
@@ -53,6 +111,21 @@ def build_model(config: ml_collections.ConfigDict, mesh, rules):
     model = models.from_config(hf, seed=config.seed, dtype=m.dtype, param_dtype=m.param_dtype,
                                mesh=mesh, rules=rules)
   return model, tok
+
+
+def cached_accuracy(cache: runcache.RunCache, config: ml_collections.ConfigDict,
+                    compute) -> dict:
+  """The accuracy of the model before training: stored under every setting it depends on (model,
+  seed, LoRA, data, evaluation batch, mesh and the input files), computed on a miss."""
+  settings = {"model": config.model, "seed": config.seed, "lora": config.lora,
+              "data": config.data, "eval_batch_size": config.train.eval_batch_size,
+              "mesh": config.mesh}
+  files = [p for p in (config.model.path, config.data.test_path) if p and os.path.exists(p)]
+  result = cache.load("accuracy_before", settings, files)
+  if result is None:
+    result = compute()
+    cache.save("accuracy_before", settings, result, files)
+  return result
 
 
 def plot_loss(history: list[dict], path: str) -> None:
@@ -106,6 +179,7 @@ Train loss first / last logged: {history[0]['loss']:.4f} / {history[-1]['loss']:
 def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if config.data.source == "synthetic_vqa":
     return main_vlm(config, workdir)
+  refuse_other_settings(os.path.join(workdir, "checkpoints"), config.to_dict(), RESUMABLE)
   mesh, rules = make_mesh(config.mesh), get_rules(config.mesh.rules)
   train_set, test_set = load_data(config.data)
   model, tok = build_model(config, mesh, rules)
@@ -122,7 +196,8 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                config.train.eval_batch_size)
 
   model.eval()
-  before = accuracy(model)
+  before = cached_accuracy(runcache.RunCache(os.path.join(workdir, "cache")), config,
+                           lambda: accuracy(model))
   t = config.train
   trainer = Trainer(
       model, config.optimizer, causal_lm_loss,
@@ -175,6 +250,10 @@ model: {config.model.path or 'random tiny LLaMA'}; {method};
 | question | prediction | reference |
 |---|---|---|
 {samples}
+
+## Settings
+
+{runcache.describe(config)}
 """)
   return summary
 

@@ -2,12 +2,16 @@
 
 import json
 import os
+import time
 
 import ml_collections
 import numpy as np
 import pytest
 
-from jaxvlm import runcache
+from folder_hash import tree_digest
+from jaxvlm import cli, runcache
+from jaxvlm.config import load_config
+from jaxvlm.run import experiment_module
 from jaxvlm.errors import ConfigError, DataFileError, MissingFileError, SettingsChangedError
 
 
@@ -143,3 +147,61 @@ def test_refuse_changed_names_every_changed_key_but_the_ignored_ones():
   assert e.value.field == "lora.rank, train.steps" and isinstance(e.value, ConfigError)
   assert str(e.value).startswith("the checkpoint at step 4 was computed under other settings: "
                                  "lora.rank: 8 then, 2 now; train.steps: 10 then, 5 now; ")
+
+
+# ----- the SFT job: a re-run never shows a result of other settings ---------------------------
+SHRUNK = ["--config.train.steps=4", "--config.data.num_train=64", "--config.data.num_test=8",
+          "--config.train.batch_size=8", "--config.train.eval_batch_size=8",
+          "--config.train.log_every=2", "--config.train.checkpoint_every=0",
+          "--config.data.max_new_tokens=6"]
+
+
+def run_sft(capsys, workdir, *overrides):
+  code = cli.main(["run", "--config", "configs/sft.py:tiny", "--workdir", str(workdir),
+                   *SHRUNK, *overrides])
+  return code, capsys.readouterr().err
+
+
+def test_sft_rerun_with_changed_settings_stops_naming_the_keys(tmp_path, capsys):
+  workdir = tmp_path / "run"
+  assert run_sft(capsys, workdir)[0] == 0
+  metrics = json.loads((workdir / "metrics.json").read_text())
+  assert metrics["num_test"] == 8
+  assert "- data.num_test = 8" in (workdir / "report.md").read_text()
+  before = tree_digest(workdir)
+  start = time.perf_counter()
+  code, err = run_sft(capsys, workdir, "--config.data.num_test=6", "--config.optimizer.lr=0.01")
+  assert code == 2 and time.perf_counter() - start < 30
+  line = err.strip().splitlines()[-1]
+  assert line.startswith("jaxvlm: error: checkpoint ") and "computed under other settings: " \
+      "data.num_test: 8 then, 6 now; optimizer.lr: 0.003 then, 0.01 now;" in line
+  after = tree_digest(workdir)
+  assert {k: v for k, v in after.items() if k != "config.json"} == {
+      k: v for k, v in before.items() if k != "config.json"}  # no step taken, nothing written
+  # Keys that change no result (logging, checkpointing) may change; the cached accuracy before
+  # training is reused, not recomputed.
+  cache = runcache.RunCache(str(workdir / "cache"))
+  assert len(cache.stored("accuracy_before")) == 1
+  assert run_sft(capsys, workdir, "--config.train.log_every=1")[0] == 0
+  assert len(cache.stored("accuracy_before")) == 1
+  assert json.loads((workdir / "metrics.json").read_text())["accuracy_before"] == (
+      metrics["accuracy_before"])
+
+
+def test_sft_cached_accuracy_is_keyed_by_its_settings(tmp_path):
+  sft = experiment_module("sft")
+  cache = runcache.RunCache(str(tmp_path))
+  calls = []
+
+  def compute(value):
+    return lambda: calls.append(value) or {"accuracy": value}
+
+  c = load_config("configs/sft.py:tiny", ["--config.data.num_test=8"])
+  assert sft.cached_accuracy(cache, c, compute(0.25)) == {"accuracy": 0.25}
+  assert sft.cached_accuracy(cache, c, compute(0.5)) == {"accuracy": 0.25}
+  for override in ("data.num_test=6", "seed=1", "lora.enabled=True", "data.max_new_tokens=5",
+                   "model.hf_config.hidden_size=32"):
+    changed = load_config("configs/sft.py:tiny",
+                          ["--config.data.num_test=8", f"--config.{override}"])
+    assert sft.cached_accuracy(cache, changed, compute(override)) == {"accuracy": override}
+  assert len(calls) == 6

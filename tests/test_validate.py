@@ -1,10 +1,15 @@
 """Config checks name the full dotted key, the value and what was expected."""
 
+import os
+import time
+
 import ml_collections
 import pytest
 
-from jaxvlm import validate
+from jaxvlm import cli, validate
+from jaxvlm.config import load_config
 from jaxvlm.errors import ConfigError
+from jaxvlm.run import experiment_module
 
 
 def cfg():
@@ -77,3 +82,43 @@ def test_divisible():
 def test_missing_key_is_named():
   with pytest.raises(ConfigError, match=r"runs\.nope: got None, expected an existing config key"):
     validate.positive(cfg(), "runs.nope")
+
+
+# ----- experiments validate their whole config before any work (jaxvlm run calls validate) ----
+SFT = "configs/sft.py:tiny"
+
+
+@pytest.mark.parametrize("override,key", [
+    ("data.source=foo", "data.source"),
+    ("data.num_test=0", "data.num_test"),
+    ("train.steps=0", "train.steps"),
+    ("train.grad_accum=3", "train.batch_size"),
+    ("train.grad_accum=0", "train.grad_accum"),
+    ("lora.enabled=True --config.lora.dropout=1.0", "lora.dropout"),
+    ("data.digits=1 --config.data.num_train=90", "data.num_train"),
+    ("data.source=gsm8k", "data.train_path"),
+])
+def test_sft_bad_settings_end_in_one_line_before_the_run_folder_exists(tmp_path, capsys,
+                                                                      override, key):
+  workdir = tmp_path / "run"
+  argv = ["run", "--config", SFT, "--workdir", str(workdir)]
+  argv += [f"--config.{o}" for o in override.split(" --config.")]
+  start = time.perf_counter()
+  assert cli.main(argv) == 2
+  assert time.perf_counter() - start < 10
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith(f"jaxvlm: error: {key}"), err
+  assert not workdir.exists()
+
+
+def test_sft_gsm8k_with_the_tiny_model_or_an_offline_hub_id_is_refused(tmp_path, monkeypatch):
+  data = os.path.join(os.path.dirname(__file__), "fixtures", "gsm8k", "test.jsonl")
+  paths = [f"--config.data.train_path={data}", f"--config.data.test_path={data}"]
+  cfg = load_config(SFT, ["--config.data.source=gsm8k", *paths])
+  with pytest.raises(ConfigError, match=r"^model\.path: got '', expected a HF model folder"):
+    experiment_module("sft").validate(cfg)
+  monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+  cfg = load_config(SFT, ["--config.data.source=gsm8k", *paths,
+                          "--config.model.path=no-such-org/no-such-model"])
+  with pytest.raises(ConfigError, match=r"^model\.path: got 'no-such-org/no-such-model'"):
+    experiment_module("sft").validate(cfg)

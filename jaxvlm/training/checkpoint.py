@@ -23,6 +23,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxvlm import runcache
 from jaxvlm.errors import CheckpointError
 
 
@@ -103,6 +104,24 @@ def reading(folder: str) -> Iterator[None]:
     reason = reason.rsplit('": ', 1)[-1] if _LOCAL_FILE.search(reason) else reason
     raise CheckpointError(f"checkpoint file {corrupt_file(folder, e)!r} is corrupt or truncated "
                           f"({type(e).__name__}: {reason[:300]})") from None
+
+
+def refuse_other_settings(directory: str, run_config: Mapping[str, Any], ignore=()) -> None:
+  """Raises :class:`SettingsChangedError` naming the keys (but ``ignore``) in which the run config
+  of the latest checkpoint in ``directory`` (if any) differs from ``run_config``: resuming from it,
+  or saving beside it, would mix the results of two settings."""
+  if not os.path.isdir(directory):
+    return
+  checkpointer = Checkpointer(directory)
+  try:
+    step = checkpointer.latest_step()
+    if step is not None:
+      saved = checkpointer.read_meta(step).get("run_config") or {}
+      runcache.refuse_changed(f"checkpoint {os.path.join(checkpointer.directory, str(step))}",
+                              saved, run_config, ignore,
+                              remedy="use another run folder, or the settings it was trained under")
+  finally:
+    checkpointer.close()
 
 
 def _abstract(x):
