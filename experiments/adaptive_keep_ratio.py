@@ -1,7 +1,9 @@
 """Seed 001 reproduced for LLaDA and Dream geometries, plus quality under sparsity.
 
-Writes ``metrics.json``, ``report.md`` and ``keep_ratio_<model>.png`` (per-(layer, head) heatmaps
-of keep ratios, one panel per mode and select) into the workdir. See configs/adaptive_keep_ratio.py.
+Writes ``metrics.json``, ``report.md`` (ending with the settings) and ``keep_ratio_<model>.png``
+(per-(layer, head) heatmaps of keep ratios, one panel per mode and select) into the workdir; every
+result is computed in the run, nothing is cached. ``validate`` checks the config before any work.
+See configs/adaptive_keep_ratio.py.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import optax
 from flax import nnx
 from tqdm import trange
 
-from jaxvlm import io
+from jaxvlm import io, runcache
+from jaxvlm import validate as checks
+from jaxvlm.errors import ConfigError, MissingFileError
 from jaxvlm.generation import block_cache, diffusion
 from jaxvlm.methods.sparse_dllm import keep_ratio as kr
 from jaxvlm.methods.sparse_dllm import sparsed
@@ -28,6 +32,48 @@ from jaxvlm.run import experiment_entrypoint
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Refuses, before any work, every value the run cannot use (one error naming the full key)."""
+  checks.choice(config, "keep.modes", kr.MODES)
+  checks.in_range(config, "keep.min_keep", 0, 1, low_open=True)
+  checks.in_range(config, "keep.selects", config.keep.min_keep, 1)
+  checks.in_range(config, "keep.heatmap_select", config.keep.min_keep, 1)
+  checks.in_range(config, "keep.weight_floor", 0, 1, low_open=True)
+  checks.in_range(config, "keep.percentiles", 0, 100)
+  checks.in_range(config, "keep.importance_seed", 0)
+  low_high = tuple(config.keep.percentiles)
+  if len(low_high) != 2 or low_high[0] >= low_high[1]:
+    raise ConfigError("keep.percentiles", low_high, "(low, high) with low < high")
+  for name in config.models:
+    checks.positive(config, f"models.{name}.layers", f"models.{name}.kv_heads")
+    path = config.models[name].importance_path
+    if path and not os.path.isfile(path):
+      raise MissingFileError(path, f"models.{name}.importance_path")
+    if path and not path.endswith((".npy", ".json")):
+      raise ConfigError(f"models.{name}.importance_path", path, "a .npy or .json file")
+  if not config.quality.enabled:
+    return
+  q = "quality."
+  checks.positive(config, *(q + k for k in (
+      "prompt_len", "vocab", "hidden_size", "intermediate_size", "num_layers", "num_heads",
+      "num_kv_heads", "train_steps", "batch_size", "lr", "num_eval", "num_calib", "steps",
+      "block_length", "block_size")))
+  checks.divisible(config, q + "hidden_size", q + "num_heads")
+  checks.divisible(config, q + "num_heads", q + "num_kv_heads")
+  checks.divisible(config, q + "prompt_len", q + "block_length")
+  blocks = config.quality.prompt_len // config.quality.block_length
+  if config.quality.steps % blocks:
+    raise ConfigError(q + "steps", config.quality.steps, "a multiple of the number of blocks "
+                      f"quality.prompt_len / quality.block_length = {blocks}")
+  checks.in_range(config, q + "select", config.keep.min_keep, 1)
+  checks.in_range(config, q + "skip", 0, 1, high_open=True)
+  checks.choice(config, q + "modes", kr.MODES)
+  checks.choice(config, q + "cache_modes", block_cache.MODES)
 
 
 # ----------------------------------------------------------------------------- keep-ratio report
@@ -215,6 +261,7 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                                 np.random.default_rng(config.seed))
     lines += _quality_markdown(config.quality, metrics["quality"])
   metrics["wall_s"] = time.time() - start
+  lines += ["## Settings", "", runcache.describe(config), ""]
   io.write_json(os.path.join(workdir, "metrics.json"), metrics)
   io.write_text(os.path.join(workdir, "report.md"), "\n".join(lines))
   summary = {name: {m: [round(r["actual_mean"], 4) for r in rows]

@@ -122,3 +122,34 @@ def test_sft_gsm8k_with_the_tiny_model_or_an_offline_hub_id_is_refused(tmp_path,
                           "--config.model.path=no-such-org/no-such-model"])
   with pytest.raises(ConfigError, match=r"^model\.path: got 'no-such-org/no-such-model'"):
     experiment_module("sft").validate(cfg)
+
+
+@pytest.mark.parametrize("override,key", [
+    ("keep.modes=('relative', 'foo')", "keep.modes: got 'foo'"),
+    ("keep.selects=(0.5, 1.5)", "keep.selects: got 1.5"),
+    ("keep.min_keep=0.0", "keep.min_keep: got 0.0"),
+    ("keep.percentiles=(95.0, 5.0)", "keep.percentiles"),
+    ("models.dream.kv_heads=0", "models.dream.kv_heads: got 0"),
+    ("models.dream.importance_path=/no/such/importance.npy", "models.dream.importance_path"),
+    ("quality.steps=15", "quality.steps: got 15"),
+    ("quality.num_heads=3", "quality.hidden_size: got 64, expected a multiple of quality.num_heads"),
+    ("quality.skip=1.0", "quality.skip: got 1.0"),
+    ("quality.cache_modes=('full',)", "quality.cache_modes: got 'full'"),
+])
+def test_adaptive_keep_ratio_bad_settings_are_refused_before_work(tmp_path, capsys, override,
+                                                                  key):
+  workdir = tmp_path / "run"
+  start = time.perf_counter()
+  code = cli.main(["run", "--config", "configs/adaptive_keep_ratio.py:tiny", "--workdir",
+                   str(workdir), f"--config.{override}"])
+  assert code == 2 and time.perf_counter() - start < 10
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith(f"jaxvlm: error: {key}"), err
+  assert not workdir.exists()
+
+
+def test_runnable_presets_pass():
+  for spec in ("adaptive_keep_ratio.py:tiny", "adaptive_keep_ratio.py:default", "sft.py:tiny",
+               "sft.py:vlm_tiny"):
+    cfg = load_config(f"configs/{spec}")
+    experiment_module(cfg.experiment).validate(cfg)
