@@ -4,7 +4,9 @@ The config's ``experiment`` field names a script ``experiments/<experiment>.py``
 ``main(config, workdir) -> dict`` does the work and writes ``metrics.json`` and ``report.md``
 into ``workdir``. Overrides come as ``--config.a.b=value``. A script may define
 ``validate(config) -> None``, which checks the whole config (see :mod:`jaxvlm.validate`) and runs
-before the run folder is created, so a bad value ends the run before any work.
+before the run folder is created, so a bad value ends the run before any work. ``config.json``
+in the run folder holds the settings of its results: a run under other settings names the changed
+keys and replaces it only once it completes.
 """
 
 from __future__ import annotations
@@ -103,17 +105,20 @@ def run_config(spec: str, overrides=(), workdir: str | None = None) -> tuple[str
   if hasattr(module, "validate"):
     module.validate(cfg)
   workdir = workdir or config_lib.default_workdir(cfg.experiment)
-  config_path = os.path.join(workdir, "config.json")
+  config_path, changed = os.path.join(workdir, "config.json"), []
   if os.path.exists(config_path):
     with open(config_path, encoding="utf-8") as f:
       changed = runcache.changed_keys(json.load(f), cfg.to_dict())
-    if changed:
-      print(f"[jaxvlm] settings changed since the last run in this folder: {', '.join(changed)}",
-            flush=True)
-  os.makedirs(workdir, exist_ok=True)
-  write_json(config_path, cfg.to_dict())
+  if changed:  # config.json keeps describing the folder's results until this run completes
+    print(f"[jaxvlm] settings changed since the last run in this folder: {', '.join(changed)}",
+          flush=True)
+  else:
+    os.makedirs(workdir, exist_ok=True)
+    write_json(config_path, cfg.to_dict())
   print(f"[jaxvlm] run folder: {os.path.abspath(workdir)}", flush=True)
   summary = module.main(cfg, workdir)
+  if changed:
+    write_json(config_path, cfg.to_dict())
   return workdir, summary
 
 
