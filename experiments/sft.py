@@ -21,10 +21,10 @@ from flax import nnx
 
 from jaxvlm import io, models, runcache
 from jaxvlm import validate as checks
-from jaxvlm.data import arithmetic, gsm8k as gsm8k_data, sft, vlm_batches
+from jaxvlm.data import arithmetic, gsm8k as gsm8k_data, sft
 from jaxvlm.data.tokenizer import CharTokenizer
 from jaxvlm.errors import ConfigError, DataFileError, MissingFileError
-from jaxvlm.eval import gsm8k as gsm8k_eval
+from jaxvlm.eval import gsm8k as gsm8k_eval, vqa_answers
 from jaxvlm.layers import lora
 from jaxvlm.models.paths import check_model_path, resolve_model_path
 from jaxvlm.models.tokenizer import load_tokenizer
@@ -138,20 +138,24 @@ def plot_loss(history: list[dict], path: str) -> None:
 
 
 def main_vlm(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """``data.source == "synthetic_vqa"``: a tiny VLM (jaxvlm.training.vlm) on the synthetic VQA."""
+  """``data.source == "synthetic_vqa"``: a VLM folder (``model.path``, or the tiny real-format
+  folder of ``model.family``) trained on the synthetic VQA set and saved as ``workdir/model``."""
   test_set = vlm.synthetic_split(config.data, config.data.num_test, config.data.test_seed)
-  evaluate = lambda m, samples: vlm.evaluate_vqa(
-      m, vlm_batches.vlm_tokenizer(), samples, batch_size=config.train.eval_batch_size,
+  evaluate = lambda m, proc, samples: vqa_answers.evaluate_vqa(
+      m, proc, samples, batch_size=config.train.eval_batch_size,
       max_new_tokens=config.data.max_new_tokens)
-  before = evaluate(vlm.build_tiny_vlm(config), test_set)
+  before = evaluate(*vlm.load_model(config, vlm.source_folder(config, workdir)), test_set)
   start = time.perf_counter()
-  model, _, history = vlm.train_tiny_vlm(config, workdir)
+  trained = vlm.train_vlm(config, workdir)
   train_seconds = time.perf_counter() - start
-  after, blind = evaluate(model, test_set), evaluate(model, vlm.blank_images(test_set))
+  after = evaluate(trained.model, trained.processor, test_set)
+  blind = evaluate(trained.model, trained.processor, vqa_answers.blank_images(test_set))
+  history = trained.history
   plot_loss(history, os.path.join(workdir, "loss.png"))
-  summary = {"family": config.model.family, "accuracy_before": before["accuracy"],
-             "accuracy_after": after["accuracy"], "accuracy_blank_images": blind["accuracy"],
-             "exact_match_after": after["exact_match"], "per_type_after": after["per_type"],
+  summary = {"family": config.model.family, "model_folder": trained.folder,
+             "accuracy_before": before["accuracy"], "accuracy_after": after["accuracy"],
+             "accuracy_blank_images": blind["accuracy"],
+             "strict_match_after": after["strict_match"], "per_type_after": after["per_type"],
              "per_type_blank_images": blind["per_type"],
              "loss_first": history[0]["loss"], "loss_last": history[-1]["loss"],
              "steps": history[-1]["step"], "train_seconds": train_seconds,
@@ -159,10 +163,12 @@ def main_vlm(config: ml_collections.ConfigDict, workdir: str) -> dict:
   io.write_json(os.path.join(workdir, "metrics.json"), {**summary, "history": history})
   rows = "\n".join(f"| {k} | {before['per_type'].get(k, 0):.3f} | {v:.3f} | "
                    f"{blind['per_type'].get(k, 0):.3f} |" for k, v in after["per_type"].items())
-  io.write_text(os.path.join(workdir, "report.md"), f"""# SFT report (tiny VLM, synthetic VQA)
+  source = config.model.path or f"tiny `{config.model.family}` folder (random init)"
+  io.write_text(os.path.join(workdir, "report.md"), f"""# SFT report (VLM, synthetic VQA)
 
-Model: tiny `{config.model.family}` (random init); {config.data.num_train} train / {len(test_set)}
-held-out questions; {summary['steps']} steps of {config.train.batch_size} in {train_seconds:.1f} s.
+Model: {source}, through its processor and chat template; saved trained as
+`{trained.folder}`. {config.data.num_train} train / {len(test_set)} held-out questions;
+{summary['steps']} steps of {config.train.batch_size} in {train_seconds:.1f} s.
 
 | VQA accuracy (held-out) | before | after | after, blank images |
 |---|---|---|---|
