@@ -8,10 +8,12 @@ import shutil
 import pytest
 
 from jaxvlm import cli
+from jaxvlm.config import load_config
 from jaxvlm.data import gsm8k, images
 from jaxvlm.data.textvqa import read_textvqa, read_vqa_jsonl
 from jaxvlm.data.vqa import read_vqa
 from jaxvlm.errors import DataFileError
+from jaxvlm.run import experiment_module
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 VQA = os.path.join(FIXTURES, "vqa")
@@ -143,3 +145,14 @@ def test_corrupt_image_names_its_path(tmp_path, content):
   path.write_bytes(data[: len(data) // 2] if content == "truncated" else content)
   line = one_line(lambda: images.load_image(str(path)))
   assert f"{path}: not a readable image" in line
+
+
+def test_sft_empty_gsm8k_test_set_is_an_error_not_nan(tmp_path):
+  train = gsm8k_copy(tmp_path)
+  empty = tmp_path / "empty.jsonl"
+  empty.write_text("\n")
+  cfg = load_config("configs/sft.py:tiny", ["--config.data.source=gsm8k",
+                                            f"--config.data.train_path={train}",
+                                            f"--config.data.test_path={empty}"])
+  line = one_line(lambda: experiment_module("sft").load_data(cfg.data))
+  assert f"{empty}: holds no records; the test set would be empty" in line

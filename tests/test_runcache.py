@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import time
 
 import ml_collections
@@ -9,10 +10,11 @@ import numpy as np
 import pytest
 
 from folder_hash import tree_digest
-from jaxvlm import cli, runcache
+from jaxvlm import cli, models, runcache
 from jaxvlm.config import load_config
-from jaxvlm.run import experiment_module
 from jaxvlm.errors import ConfigError, DataFileError, MissingFileError, SettingsChangedError
+from jaxvlm.models import tiny
+from jaxvlm.run import experiment_module
 
 
 def settings(**overrides):
@@ -206,3 +208,30 @@ def test_sft_cached_accuracy_is_keyed_by_its_settings(tmp_path):
                           ["--config.data.num_test=8", f"--config.{override}"])
     assert sft.cached_accuracy(cache, changed, compute(override)) == {"accuracy": override}
   assert len(calls) == 6
+
+
+def test_sft_leaves_its_input_model_and_data_unchanged(tmp_path, capsys):
+  inputs, workdir = tmp_path / "inputs", tmp_path / "run"
+  data = inputs / "gsm8k.jsonl"
+  inputs.mkdir()
+  shutil.copy(os.path.join(os.path.dirname(__file__), "fixtures", "gsm8k", "test.jsonl"), data)
+  texts = [r["question"] + r["answer"] for r in map(json.loads, data.read_text().splitlines())]
+  tok = tiny.train_tokenizer("llava", texts, vocab_size=300)
+  tok.save_pretrained(inputs / "model")
+  models.save_pretrained(models.from_config(dict(
+      model_type="llama", vocab_size=len(tok), hidden_size=32, intermediate_size=48,
+      num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+      max_position_embeddings=256)), str(inputs / "model"))
+  before = tree_digest(inputs)
+  overrides = {"model.path": inputs / "model", "data.train_path": data, "data.test_path": data,
+               "model.dtype": "float32", "model.remat": False, "data.test_limit": 2,
+               "data.seq_len": 256, "data.max_new_tokens": 4, "train.steps": 2,
+               "train.batch_size": 2, "train.grad_accum": 1, "train.eval_batch_size": 2,
+               "train.eval_every": 0, "train.checkpoint_every": 0, "lora.rank": 4,
+               "optimizer.warmup_steps": 0}
+  assert cli.main(["run", "--config", "configs/sft.py:hf", "--workdir", str(workdir),
+                   *(f"--config.{k}={v}" for k, v in overrides.items())]) == 0, (
+      capsys.readouterr().err)
+  assert tree_digest(inputs) == before
+  assert np.isfinite(json.loads((workdir / "metrics.json").read_text())["loss_last"])
+  assert (workdir / "adapter").is_dir() and (workdir / "export" / "config.json").is_file()
