@@ -49,8 +49,9 @@ def test_codi_and_kv_losses_by_hand():
   teacher = [jnp.array([[1.0, 3.0]]), jnp.array([[0.0, 4.0]])]   # per-layer std 1 and 2
   student = [jnp.array([[1.0, 1.0]]), jnp.array([[0.0, 3.0]])]
   # layer 1: diff (0, 2)/1 -> smooth-L1 (0, 1.5); layer 2: (0, 1)/2 -> (0, 0.125)
-  np.testing.assert_allclose(losses.codi_loss(teacher, student), (0.75 + 0.0625) / 2, rtol=1e-5)
-  np.testing.assert_allclose(losses.codi_loss(teacher, student, "l1", False), (1.0 + 0.5) / 2)
+  np.testing.assert_allclose(losses.codi_loss(teacher, student, "smooth_l1", "diff"),
+                             (0.75 + 0.0625) / 2, rtol=1e-5)
+  np.testing.assert_allclose(losses.codi_loss(teacher, student, "l1", "none"), (1.0 + 0.5) / 2)
   tk, tv = [jnp.array([2.0, 0.0]).reshape(1, 1, 1, 2)], [jnp.ones((1, 1, 1, 2))]
   sk, sv = [jnp.zeros((1, 1, 1, 2))], [jnp.array([0.0, 3.0]).reshape(1, 1, 1, 2)]
   np.testing.assert_allclose(losses.kv_loss(tk, tv, sk, sv, "l1", False), (1.0 + 1.5) / 2)
@@ -58,7 +59,7 @@ def test_codi_and_kv_losses_by_hand():
   # std-normalised: K target std 1 -> diffs (2, 0); V target std 0 -> diff / 1e-6 (huge)
   np.testing.assert_allclose(losses.kv_loss(tk, tk, sk, sk, "l1", True), 1.0, rtol=1e-5)
   # teacher targets carry no gradient
-  g = jax.grad(lambda t: losses.layer_distance(t, sk[0], "smooth_l1", True))(tk[0])
+  g = jax.grad(lambda t: losses.layer_distance(t, sk[0], "smooth_l1", "loss"))(tk[0])
   assert not np.any(np.asarray(g))
 
 
@@ -212,7 +213,8 @@ def test_teacher_kv_is_the_post_rope_cache_and_attention_is_exact(rng):
   model, batch = tiny_kava(), random_batch(rng)
   lq, lc = 6, 7
   with jax.default_matmul_precision("highest"):
-    t = kava.teacher_forward(model, batch, need_cache=True, need_attention=True)
+    t = kava.teacher_forward(model, batch, need_cache=True, need_attention=True,
+                             attention_over="sequence")
     ids = np.concatenate([batch["q_ids"], batch["cot_ids"], batch["ans_ids"]], 1)
     mask = np.concatenate([batch["q_mask"], batch["cot_mask"], batch["ans_mask"]], 1)
     full = model.lm(ids, attention_mask=mask, output_attentions=True)
@@ -321,7 +323,7 @@ def test_codi_offset_moves_the_compared_position(rng):
     # both positions hold the same answer token (layer 0 = its embedding) ...
     np.testing.assert_array_equal(t.hidden[0][:, d_t], s.hidden[0][:, d_s])
     # ... and the term compares the layers' states there
-    want = losses.codi_loss([h[:, d_t] for h in t.hidden[1:]], [h[:, d_s] for h in s.hidden[1:]])
+    want = losses.codi_loss([h[:, d_t] for h in t.hidden], [h[:, d_s] for h in s.hidden])
     np.testing.assert_allclose(aux["codi"], want, rtol=1e-5)
   with pytest.raises(ConfigError, match="kava.codi_offset"):
     kava.kava_loss(kava.KavaConfig(num_latents=3, iterations=2, codi_offset=la - 1), model,
@@ -352,7 +354,7 @@ def test_latent_inference_counts_forward_passes(rng):
 @pytest.mark.parametrize("kwargs, field", [
     (dict(num_latents=0), "kava.num_latents"), (dict(iterations=0), "kava.iterations"),
     (dict(method="coconut"), "kava.method"), (dict(terms=("student_ce", "kl")), "kava.terms"),
-    (dict(weights=(("ce", 1.0),)), "kava.terms"), (dict(kv_distance="huber"), "kava.distance"),
+    (dict(weights=(("ce", 1.0),)), "kava.terms"), (dict(kv_distance="huber"), "kava.kv_distance"),
     (dict(select="h2o"), "kava.select"), (dict(pooling="sum"), "kava.pooling"),
     (dict(kv_iterations="first"), "kava.kv_iterations"),
     (dict(method="cot", terms=("kv",)), "kava.terms")])

@@ -34,8 +34,8 @@ def test_passes_and_generation_refuse_bad_m_and_t(kwargs, field):
 @pytest.mark.parametrize("override, field", [
     ("kava.num_latents=0", "kava.num_latents"), ("kava.num_latents=-3", "kava.num_latents"),
     ("kava.iterations=0", "kava.iterations"), ("kava.method=coconut", "kava.method"),
-    ("kava.terms=student_ce,kl", "kava.terms"), ("kava.codi_distance=huber", "kava.distance"),
-    ("kava.kv_distance=cosine", "kava.distance"), ("kava.select=snapkv", "kava.select"),
+    ("kava.terms=student_ce,kl", "kava.terms"), ("kava.codi_distance=huber", "kava.codi_distance"),
+    ("kava.kv_distance=cosine", "kava.kv_distance"), ("kava.select=snapkv", "kava.select"),
     ("kava.codi_offset=-1", "kava.codi_offset")])
 def test_config_file_keys_are_checked(override, field):
   c = load_config("configs/kava.py:tiny", [f"--config.{override}"])

@@ -41,8 +41,9 @@ class KavaConfig:
   weights: tuple[tuple[str, float], ...] = (("student_ce", 1.0), ("teacher_ce", 1.0),
                                             ("codi", 10.0), ("kv", 1.0))
   codi_distance: str = "smooth_l1"
-  codi_normalize: bool = True
+  codi_normalize: str = "loss"     # loss (CODI's code) | diff | none (losses.NORMALIZE)
   codi_offset: int = 0             # CODI position: the last delimiter token + this many tokens
+                                   # (the experiment resolves "auto": resolve_codi_offset)
   kv_distance: str = "smooth_l1"
   kv_normalize: bool = True
   kv_iterations: str = "final"     # final | all
@@ -50,13 +51,14 @@ class KavaConfig:
   select: str = "rkv"              # rkv | attention_only | cosine_only | right_crop
   lam: float = 0.1
   pooling: str = "mean"            # GQA-group pooling of the answer attention: mean | max
+  importance: str = "cot"          # answer attention softmax over: cot (paper) | sequence
 
   def __post_init__(self):
     if self.method not in METHODS:
       raise ConfigError("kava.method", self.method, f"one of {METHODS}")
     passes.check_latents(self.num_latents, self.iterations)
-    if self.codi_offset < 0:
-      raise ConfigError("kava.codi_offset", self.codi_offset, "an int >= 0")
+    if not isinstance(self.codi_offset, int) or self.codi_offset < 0:
+      raise ConfigError("kava.codi_offset", self.codi_offset, "'auto' or an int >= 0")
     for name in tuple(self.terms) + tuple(k for k, _ in self.weights):
       if name not in TERMS:
         raise ConfigError("kava.terms", name, f"loss names from {TERMS}")
@@ -72,9 +74,13 @@ class KavaConfig:
       raise ConfigError("kava.select", self.select, f"one of {rkv.VARIANTS}")
     if self.pooling not in rkv.POOLING:
       raise ConfigError("kava.pooling", self.pooling, f"one of {rkv.POOLING}")
-    for d in (self.codi_distance, self.kv_distance):
-      if d not in losses.DISTANCES:
-        raise ConfigError("kava.distance", d, f"one of {losses.DISTANCES}")
+    for field in ("codi_distance", "kv_distance"):
+      if getattr(self, field) not in losses.DISTANCES:
+        raise ConfigError(f"kava.{field}", getattr(self, field), f"one of {losses.DISTANCES}")
+    if self.codi_normalize not in losses.NORMALIZE:
+      raise ConfigError("kava.codi_normalize", self.codi_normalize, f"one of {losses.NORMALIZE}")
+    if self.importance not in passes.ATTENTION_OVER:
+      raise ConfigError("kava.importance", self.importance, f"one of {passes.ATTENTION_OVER}")
 
   @classmethod
   def from_mapping(cls, m: Mapping) -> "KavaConfig":
@@ -158,10 +164,11 @@ def kava_loss(cfg: KavaConfig, model, batch: dict, prefix_len: int) -> tuple[jax
   """Weighted sum of the active terms; aux holds each term and the answer token accuracy.
 
   ``prefix_len`` is the token count of the answer delimiter that opens every answer segment. The
-  CODI loss compares hidden states at its last token, or ``cfg.codi_offset`` tokens after it
-  (with a tokenizer that splits the space before the answer off as its own token, as the tiny
-  preset's char tokenizer does, offset 1 compares the state that predicts the first answer
-  token).
+  CODI loss compares the hidden states of every layer, the embedding output included (L + 1
+  states, as CODI's code), at the delimiter's last token moved by ``cfg.codi_offset`` tokens:
+  ``data.resolve_codi_offset`` gives the offset at which the compared state predicts the first
+  non-whitespace answer token (1 with tokenizers that split the space before a number off, as
+  LLaMA-3, Qwen2 and the char tokenizer do; CODI's code shifts by one for LLaMA and Qwen).
   """
   terms = cfg.active_terms
   aux, total = {}, 0.0
@@ -192,7 +199,8 @@ def kava_loss(cfg: KavaConfig, model, batch: dict, prefix_len: int) -> tuple[jax
   parts = {"student_ce": ce}
   if need_teacher:
     t = passes.teacher_forward(model, batch, need_cache=True, need_attention="kv" in terms and
-                               cfg.select != "right_crop", pooling=cfg.pooling)
+                               cfg.select != "right_crop", pooling=cfg.pooling,
+                               attention_over=cfg.importance)
     if "teacher_ce" in terms:
       ids, mask = _segments(batch, ("q", "cot", "ans"))
       target = jnp.concatenate([zeros_q, batch["cot_mask"], batch["ans_mask"]], 1)
@@ -205,8 +213,8 @@ def kava_loss(cfg: KavaConfig, model, batch: dict, prefix_len: int) -> tuple[jax
                           f"at most {ans_ids.shape[1] - prefix_len} (answer segment "
                           f"{ans_ids.shape[1]} tokens, delimiter {prefix_len})")
       d_t = batch["q_ids"].shape[1] + batch["cot_ids"].shape[1] + d_s - 1
-      parts["codi"] = losses.codi_loss([h[:, d_t] for h in t.hidden[1:]],
-                                       [h[:, d_s] for h in s.hidden[1:]],
+      parts["codi"] = losses.codi_loss([h[:, d_t] for h in t.hidden],
+                                       [h[:, d_s] for h in s.hidden],
                                        cfg.codi_distance, cfg.codi_normalize)
     if "kv" in terms:
       tk, tv = compressed_teacher_kv(cfg, t, batch, model)

@@ -8,11 +8,18 @@ and full fine-tuning ``nnx.Param`` (which includes them).
 
 from __future__ import annotations
 
+import json
+import os
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
+from safetensors.numpy import load_file, save
 
-from jaxvlm.errors import ConfigError
+from jaxvlm.errors import CheckpointError, ConfigError
+from jaxvlm.io import atomic_open, write_json
+from jaxvlm.layers import lora
 from jaxvlm.models.llama.modeling import as_dtype
 
 PROJECTIONS = ("mlp", "identity")
@@ -69,3 +76,38 @@ class KavaModel(nnx.Module):
 
   def embed(self, ids: jax.Array) -> jax.Array:
     return self.lm.model.embed_tokens(jnp.asarray(ids))
+
+
+LATENT_FILE, KAVA_CONFIG = "kava_latent.safetensors", "kava_config.json"
+
+
+def save_adapter(model: KavaModel, path: str, base_model_name_or_path: str = "") -> None:
+  """Writes a trained KAVA LoRA model as a PEFT adapter folder that ``transformers`` + ``peft``
+  load onto the base (``lora.save_adapter``: the LoRA factors and, when
+  ``lora.train_special_embeddings`` trained them, the ``<bot>`` / ``<eot>`` / latent embedding
+  rows as PEFT trainable tokens), plus beside it the latent projection ``prj`` in
+  ``kava_latent.safetensors`` (float32, names ``w1 b1 w2 b2 scale bias``; none for the identity)
+  and ``kava_config.json`` (projection kind and the three special token ids)."""
+  lora.save_adapter(model.lm, path, base_model_name_or_path)
+  prj = {k: np.asarray(v[...], np.float32) for k, v in vars(model.prj).items()
+         if isinstance(v, LatentParam)}
+  with atomic_open(os.path.join(path, LATENT_FILE), "wb") as f:
+    f.write(save(prj, metadata={"format": "np"}))
+  write_json(os.path.join(path, KAVA_CONFIG), {
+      "projection": model.prj.kind, "bot_id": model.bot_id, "eot_id": model.eot_id,
+      "latent_id": model.latent_id})
+
+
+def load_adapter(lm: nnx.Module, path: str) -> KavaModel:
+  """The ``KavaModel`` of a folder written by ``save_adapter`` on the base ``lm`` (changed in
+  place: the adapter is added to it)."""
+  config_path = os.path.join(path, KAVA_CONFIG)
+  if not os.path.exists(config_path):
+    raise CheckpointError(f"KAVA adapter: file {config_path!r} does not exist")
+  with open(config_path) as f:
+    cfg = json.load(f)
+  lora.load_adapter(lm, path)
+  model = KavaModel(lm, cfg["projection"], cfg["bot_id"], cfg["eot_id"], cfg["latent_id"])
+  for name, value in load_file(os.path.join(path, LATENT_FILE)).items():
+    getattr(model.prj, name)[...] = jnp.asarray(value)
+  return model

@@ -10,6 +10,10 @@ Teacher: ``Q + CoT + A`` in one pass, returning logits, the final (normed) state
 hidden states, the K/V as
 cached (post-RoPE) and, on request, the attention of the answer tokens over the CoT keys
 (recomputed from the hidden states for the answer queries only, pooled over each GQA group).
+``attention_over="cot"`` (the paper's R-KV listing) normalises each answer query's softmax over the
+valid CoT keys alone, so every row sums to 1 like the redundancy term; ``"sequence"`` takes the
+probabilities of the full causal attention (question, CoT and answer keys) and slices the CoT
+columns (rows then sum to less than 1).
 
 Student (PCCoT Jacobi, ``whyNLP/PCCoT``): ``Q <bot> z_1..z_M <eot> A``. One pass over
 ``Q <bot>`` + M placeholder tokens fills the question cache; the initial latent embeddings are
@@ -63,9 +67,15 @@ def positions(mask: jax.Array) -> jax.Array:
   return jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0).astype(jnp.int32)
 
 
+ATTENTION_OVER = ("cot", "sequence")
+
+
 def teacher_forward(model, batch: dict, *, with_cot: bool = True, need_cache: bool = False,
-                    need_attention: bool = False, pooling: str = "mean") -> TeacherOut:
+                    need_attention: bool = False, pooling: str = "mean",
+                    attention_over: str = "cot") -> TeacherOut:
   """``Q (+ CoT) + A`` through the LM (see the module docstring)."""
+  if attention_over not in ATTENTION_OVER:
+    raise ConfigError("kava.importance", attention_over, f"one of {ATTENTION_OVER}")
   lm = model.lm
   segs = ("q", "cot", "ans") if with_cot else ("q", "ans")
   ids = jnp.concatenate([jnp.asarray(batch[f"{s}_ids"]) for s in segs], 1)
@@ -80,8 +90,13 @@ def teacher_forward(model, batch: dict, *, with_cot: bool = True, need_cache: bo
   att = None
   if need_attention:
     lq, lc = batch["q_ids"].shape[1], batch["cot_ids"].shape[1]
-    ans = slice(lq + lc, s)
-    amask = make_mask(jnp.arange(lq + lc, s), jnp.arange(s), mask, causal=True)
+    ans, cot = slice(lq + lc, s), slice(lq, lq + lc)
+    if attention_over == "cot":  # CoT keys only (all precede the answer queries)
+      keys = slice(lq, lq + lc)
+      amask = jnp.asarray(batch["cot_mask"]).astype(bool)[:, None, None, :]
+    else:
+      keys = slice(0, s)
+      amask = make_mask(jnp.arange(lq + lc, s), jnp.arange(s), mask, causal=True)
     cos, sin = lm.model.rope_tables(pos[:, ans])
     cfg = lm.config
     att = []
@@ -89,8 +104,10 @@ def teacher_forward(model, batch: dict, *, with_cot: bool = True, need_cache: bo
       x = layer.input_layernorm(out.hidden_states[i][:, ans])
       q = layer.self_attn.q_proj(x).reshape(b, s - lq - lc, cfg.num_attention_heads, cfg.head_dim)
       q = apply_rope(q, cos, sin)
-      _, probs = attention(q, out.cache.k[i], out.cache.k[i], amask, return_probs=True)
-      att.append(pool_group(probs[..., lq:lq + lc], cfg.num_key_value_heads, pooling))
+      k = out.cache.k[i][:, keys]
+      _, probs = attention(q, k, k, amask, return_probs=True)
+      probs = probs if attention_over == "cot" else probs[..., cot]
+      att.append(pool_group(probs, cfg.num_key_value_heads, pooling))
     att = tuple(jax.lax.stop_gradient(a) for a in att)
   return TeacherOut(out.logits, out.hidden_states, out.cache.k, out.cache.v, att,
                     out.last_hidden_state)

@@ -1,7 +1,9 @@
 """R-KV compression of the teacher's chain-of-thought KV cache to ``num_keep`` entries per head.
 
 Per KV head, with ``A [answer, CoT]`` the attention of the answer tokens over the CoT keys (already
-pooled over the GQA group) and ``k [CoT, D]`` the post-RoPE CoT keys:
+pooled over the GQA group; by default each row is a softmax over the CoT keys alone, as in the
+paper's listing, so importance and redundancy both sum to 1: ``passes.teacher_forward``
+``attention_over``) and ``k [CoT, D]`` the post-RoPE CoT keys:
 
 * importance ``I_i = mean_j A[j, i]`` (over valid answer tokens ``j``);
 * redundancy ``R_i = softmax_i(-mean_{j != i} cos(k_i, k_j))`` (over valid CoT entries);
