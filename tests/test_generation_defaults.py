@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from tokenizers import Tokenizer, models, pre_tokenizers
 
 from jaxvlm.generation import generate
 from jaxvlm.generation.defaults import GenerationDefaults
 from jaxvlm.models import chat, load_pretrained, save_pretrained
-from jaxvlm.models.chat import load_processor, without_video
+from jaxvlm.models.chat import load_processor
+from vlm_folders import word_tokenizer
 
 LLAMA = dict(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
              num_attention_heads=4, num_key_value_heads=2, bos_token_id=1, eos_token_id=2)
@@ -101,30 +101,6 @@ QWEN25_TEMPLATE = (
     "Cloud. You are a helpful assistant.<|im_end|>\n{% endif %}{% for m in messages %}"
     "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-# content lists: {"type": "image"} items become the format's placeholder
-_PARTS = ("{% for c in m['content'] %}{% if c['type'] == 'image' %}IMAGE{% else %}"
-          "{{ c['text'] }}{% endif %}{% endfor %}")
-QWEN25_VL_TEMPLATE = (
-    "{% for m in messages %}{% if loop.first and m['role'] != 'system' %}<|im_start|>system\n"
-    "You are a helpful assistant.<|im_end|>\n{% endif %}<|im_start|>{{ m['role'] }}\n"
-    + _PARTS.replace("IMAGE", "<|vision_start|><|image_pad|><|vision_end|>")
-    + "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-INTERNVL2_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n" + _PARTS.replace("IMAGE", "<IMG_CONTEXT>\n")
-    + "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-LLAVA_TEMPLATE = (
-    "{% for m in messages %}{{ m['role'].upper() }}: " + _PARTS.replace("IMAGE", "<image>\n")
-    + " {% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}")
-
-
-def word_tokenizer(special: dict[str, int], size: int, **tokens):
-  """Word-level fast tokenizer: ``special`` tokens at fixed ids, ``w<i>`` words elsewhere."""
-  by_id = {i: t for t, i in special.items()}
-  vocab = {by_id.get(i, f"w{i}"): i for i in range(size)}
-  tk = Tokenizer(models.WordLevel(vocab, unk_token=tokens.get("unk_token", "w3")))
-  tk.pre_tokenizer = pre_tokenizers.Whitespace()
-  return transformers.PreTrainedTokenizerFast(tokenizer_object=tk, additional_special_tokens=[
-      t for t in special if t not in tokens.values()], **tokens)
 
 
 def test_text_chat_templates_and_answers(tmp_path):
@@ -161,95 +137,3 @@ def test_text_chat_templates_and_answers(tmp_path):
     with torch.no_grad():
       ref = hf.generate(**enc, max_new_tokens=10)[0, enc["input_ids"].shape[1]:]
     assert answer == proc.decode(ref, skip_special_tokens=True).strip(), name
-
-
-def _qwen25_vl(folder):
-  img, start, end = 100, 102, 103
-  torch.manual_seed(2)
-  cfg = transformers.Qwen2_5_VLConfig(
-      text_config=dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=2, bos_token_id=1,
-                       eos_token_id=4, rope_parameters={"rope_type": "default",
-                                                        "rope_theta": 10000.0,
-                                                        "mrope_section": [2, 3, 3]}),
-      vision_config=dict(depth=2, hidden_size=32, intermediate_size=48, num_heads=2,
-                         out_hidden_size=64, fullatt_block_indexes=[1], window_size=56),
-      image_token_id=img, video_token_id=101, vision_start_token_id=start,
-      vision_end_token_id=end)
-  hf = transformers.Qwen2_5_VLForConditionalGeneration(cfg).eval()
-  tok = word_tokenizer({"<|endoftext|>": 2, "<|im_end|>": 4, "<|im_start|>": 5,
-                        "<|image_pad|>": img, "<|video_pad|>": 101, "<|vision_start|>": start,
-                        "<|vision_end|>": end}, 128, eos_token="<|im_end|>",
-                       pad_token="<|endoftext|>")
-  ip = transformers.Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112)
-  return hf, transformers.Qwen2_5_VLProcessor, dict(image_processor=ip, tokenizer=tok,
-                                                    chat_template=QWEN25_VL_TEMPLATE), [4, 2]
-
-
-def _llava(folder):
-  torch.manual_seed(3)
-  cfg = transformers.LlavaConfig(
-      vision_config=dict(model_type="clip_vision_model", hidden_size=32, num_attention_heads=2,
-                         intermediate_size=64, num_hidden_layers=2, image_size=42,
-                         patch_size=14),
-      text_config=dict(model_type="llama", hidden_size=48, num_attention_heads=4,
-                       num_key_value_heads=2, intermediate_size=96, num_hidden_layers=2,
-                       vocab_size=128),
-      image_token_index=120, image_seq_length=9)
-  hf = transformers.LlavaForConditionalGeneration(cfg).eval()
-  tok = word_tokenizer({"<s>": 1, "</s>": 2, "<image>": 120}, 128, bos_token="<s>",
-                       eos_token="</s>")
-  ip = transformers.CLIPImageProcessor(size={"shortest_edge": 42}, crop_size=42)
-  return hf, transformers.LlavaProcessor, dict(
-      image_processor=ip, tokenizer=tok, patch_size=14, vision_feature_select_strategy="default",
-      num_additional_image_tokens=1, chat_template=LLAVA_TEMPLATE), [2]
-
-
-def _internvl(folder):
-  torch.manual_seed(4)
-  cfg = transformers.InternVLConfig(
-      vision_config=dict(hidden_size=32, num_attention_heads=2, intermediate_size=64,
-                         num_hidden_layers=2, image_size=56, patch_size=14),
-      text_config=dict(model_type="qwen2", hidden_size=48, num_attention_heads=4,
-                       num_key_value_heads=2, intermediate_size=96, num_hidden_layers=2,
-                       vocab_size=128),
-      image_token_id=120, image_seq_length=4)
-  hf = transformers.InternVLForConditionalGeneration(cfg).eval()
-  tok = word_tokenizer({"<|endoftext|>": 2, "<|im_end|>": 4, "<|im_start|>": 5, "<img>": 118,
-                        "</img>": 119, "<IMG_CONTEXT>": 120, "<video>": 121}, 128,
-                       eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                       extra_special_tokens={"start_image_token": "<img>",
-                                             "end_image_token": "</img>",
-                                             "context_image_token": "<IMG_CONTEXT>",
-                                             "video_token": "<video>"})
-  ip = transformers.GotOcr2ImageProcessor(size={"height": 56, "width": 56}, crop_to_patches=True,
-                                          max_patches=2)
-  return hf, transformers.InternVLProcessor, dict(image_processor=ip, tokenizer=tok,
-                                                  image_seq_length=4,
-                                                  chat_template=INTERNVL2_TEMPLATE), [4, 2]
-
-
-@pytest.mark.parametrize("build", [_qwen25_vl, _llava, _internvl],
-                         ids=["qwen2.5-vl", "llava", "internvl2"])
-def test_vlm_chat_with_real_processor_from_folder(build, tmp_path):
-  """The real processor class (slow image processor, no torchvision) from a folder; chat() gives
-  transformers' answer for the same processor output, with the folder's generation defaults."""
-  hf, proc_cls, parts, eos = build(tmp_path)
-  hf.generation_config.eos_token_id = eos
-  hf.save_pretrained(tmp_path)
-  without_video(proc_cls)(**parts).save_pretrained(tmp_path)  # the video processor needs torchvision
-  proc = load_processor(str(tmp_path))
-  assert isinstance(proc, proc_cls)
-
-  image = np.random.default_rng(0).integers(0, 256, (70, 98, 3), np.uint8)
-  msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "w9 w10"}]}]
-  prompt = proc.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-  enc = proc(images=[image], text=[prompt], return_tensors="pt", add_special_tokens=False)
-  n_img = int((enc["input_ids"] == hf.config.image_token_id).sum())
-  assert n_img > 0
-  with torch.no_grad():
-    ref = hf.generate(**enc, max_new_tokens=8)[0, enc["input_ids"].shape[1]:]
-  with jax.default_matmul_precision("highest"):
-    answer = chat(load_pretrained(str(tmp_path)), proc, [image], "w9 w10", max_new_tokens=8)
-  expected = proc.tokenizer.decode(ref, skip_special_tokens=True).strip()
-  assert answer == expected and answer

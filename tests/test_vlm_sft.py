@@ -1,62 +1,17 @@
-"""Tiny-VLM path: tokenizer ids, prompt layout, Qwen2.5-VL patch layout vs HF, the preset's
-questions need the image, SFT smoke run."""
+"""The VLM SFT job: the preset's questions need the image; a smoke run trains a tiny real-format
+folder and saves the result as a folder that loads back through the real loaders."""
 
 import json
 import os
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import numpy as np
-import pytest
 
 from jaxvlm import cli
 from jaxvlm.config import load_config
-from jaxvlm.data import synthetic_vqa as sv, vlm_batches
-from jaxvlm.data.tokenizer import CharTokenizer
 from jaxvlm.eval import vqa_accuracy
-from jaxvlm.models import from_config
+from jaxvlm.models.chat import load_vlm
 from jaxvlm.training import vlm
-
-
-def test_extra_tokens_do_not_move_existing_ids():
-  plain, ext = CharTokenizer(), vlm_batches.vlm_tokenizer()
-  assert plain.vocab_size == 99 and ext.vocab_size == 102
-  assert plain.encode("what? 12") == ext.encode("what? 12")
-  assert [ext.token_id(t) for t in vlm_batches.VLM_TOKENS] == [99, 100, 101]
-  assert ext.decode([99, *ext.encode("red"), 101, 2, 5]) == "red"
-
-
-@pytest.mark.parametrize("family", ["internvl_chat"])
-def test_prompt_layout_with_shots(family):
-  tok = vlm_batches.vlm_tokenizer()
-  model = from_config(vlm.tiny_vlm_config(family))
-  samples = sv.make_vqa_split(3, seed=0)
-  batch = vlm_batches.build_vlm_batch(samples[2:], tok, model, shots=[samples[:2]])
-  ids = batch["input_ids"][0]
-  img = [100] + [99] * 16 + [101]
-  expected = [1]
-  for s in samples[:2]:
-    expected += img + tok.encode(f"{s.question}\n{s.answer}\n")
-  expected += img + tok.encode(f"{samples[2].question}\n") + tok.encode(samples[2].answer) + [2]
-  assert ids.tolist() == expected
-  assert ids[batch["loss_mask"][0] == 1].tolist() == tok.encode(samples[2].answer) + [2]
-  assert batch["pixel_values"].shape == (1, 3, 3, 32, 32)
-  left = vlm_batches.build_vlm_batch(samples[:2], tok, model, seq_len=60, with_answer=False)
-  assert left["attention_mask"][:, -1].all() and not left["attention_mask"][:, 0].any()
-
-
-def test_qwen_patches_match_hf_processor():
-  transformers = pytest.importorskip("transformers")
-  model = from_config(vlm.tiny_vlm_config("qwen2_5_vl"))
-  image = sv.make_vqa_split(1, seed=2)[0].image
-  tok = vlm_batches.vlm_tokenizer()
-  fmt = vlm_batches.VLMPromptFormat.from_model(model, tok)
-  ours = vlm_batches.generation_inputs(model, {"pixel_values": fmt.pixels(image)[None, None]})
-  proc = transformers.Qwen2VLImageProcessor(patch_size=4, merge_size=2, temporal_patch_size=2,
-                                            min_pixels=32 * 32, max_pixels=32 * 32)
-  ref = proc(images=[image], return_tensors="np")
-  np.testing.assert_allclose(np.asarray(ours["pixel_values"]), ref["pixel_values"], atol=1e-5)
-  np.testing.assert_array_equal(ours["image_grid_thw"], ref["image_grid_thw"])
 
 
 def _text_only_accuracy(samples) -> float:
@@ -91,3 +46,7 @@ def test_vlm_tiny_sft_smoke(tmp_path):
   report = (tmp_path / "report.md").read_text()
   assert "VQA accuracy (held-out)" in report and "blank images" in report
   assert os.path.exists(tmp_path / "loss.png") and os.listdir(tmp_path / "checkpoints")
+  model, processor = load_vlm(metrics["model_folder"])
+  assert type(processor).__name__ == "LlavaProcessor" and processor.tokenizer.chat_template
+  assert model.config.text.num_hidden_layers == 2 and not os.path.exists(
+      tmp_path / "model.partial")

@@ -19,10 +19,11 @@ from flax import nnx
 from jaxvlm.errors import MissingFileError
 from jaxvlm.generation import generate
 from jaxvlm.generation.defaults import model_defaults
+from jaxvlm.models.paths import resolve_model_path
 from jaxvlm.models.tokenizer import load_tokenizer
 
 
-def load_processor(path: str, trust_remote_code: bool = False):
+def load_processor(path: str, trust_remote_code: bool = False, what: str = "model.path"):
   """The folder's processor, its tokenizer padding on the left.
 
   ``qwen2_5_vl`` / ``llava`` / ``internvl`` folders give their ``transformers`` processor
@@ -31,8 +32,11 @@ def load_processor(path: str, trust_remote_code: bool = False):
   processor gives the tokenizer. Without ``torchvision`` (which ``transformers`` needs for video
   processors only) the processor is built from the folder's tokenizer, slow image processor and
   ``processor_config.json``, without a video processor. A folder whose tokenizer has no chat
-  template raises :class:`MissingFileError` naming the file it needs.
+  template raises :class:`MissingFileError` naming the file it needs. ``path`` is a local
+  folder or a hub id (:func:`jaxvlm.models.paths.resolve_model_path`; ``what`` names the setting
+  in its errors).
   """
+  path = resolve_model_path(path, what)
   config = os.path.join(path, "config.json")
   model_type = None
   if os.path.exists(config):
@@ -59,12 +63,14 @@ def load_processor(path: str, trust_remote_code: bool = False):
   return processor
 
 
-def load_vlm(path: str, trust_remote_code: bool = False, **load_kwargs):
+def load_vlm(path: str, trust_remote_code: bool = False, what: str = "model.path",
+             **load_kwargs):
   """(model, processor) of a checkpoint folder: :func:`load_processor` and
   :func:`jaxvlm.models.load_pretrained` (an ``internvl_chat`` config names no image token: the
   processor's ``<IMG_CONTEXT>`` id is passed)."""
   from jaxvlm.models import load_pretrained
-  processor = load_processor(path, trust_remote_code=trust_remote_code)
+  path = resolve_model_path(path, what)
+  processor = load_processor(path, trust_remote_code=trust_remote_code, what=what)
   if type(processor).__name__ == "InternVL2Processor":
     load_kwargs.setdefault("image_token_id", processor.image_token_id)
   return load_pretrained(path, **load_kwargs), processor
@@ -104,17 +110,18 @@ def without_video(processor_cls: type) -> type:
 
 def chat_batch(model: nnx.Module, processor, conversations: Sequence[Sequence[dict]],
                max_new_tokens: int | None = None, return_tokens: bool = False,
-               **generate_kwargs) -> list[str] | list[list[int]]:
+               pad_to_multiple: int = 1, **generate_kwargs) -> list[str] | list[list[int]]:
   """Greedy (or the checkpoint's) answers to a batch of chat ``conversations`` (HF messages,
   :func:`jaxvlm.data.vlm_inputs.encode`), one left-padded batch through the one ``generate``.
 
   EOS and pad come from ``model.generation_config``, else from the tokenizer; each row's tokens
   equal ``transformers``' ``generate`` for that row alone. Returns the answers decoded without
   special tokens, or with ``return_tokens`` the generated ids up to and including EOS.
+  ``pad_to_multiple`` rounds the prompt length up (fewer compilations over many batches).
   """
   from jaxvlm.data import vlm_inputs
   tok = getattr(processor, "tokenizer", processor)
-  batch = vlm_inputs.encode(processor, conversations)
+  batch = vlm_inputs.encode(processor, conversations, pad_to_multiple=pad_to_multiple)
   defaults = model_defaults(model)
   if not defaults.eos_token_id and tok.eos_token_id is not None:
     generate_kwargs.setdefault("eos_token_id", tok.eos_token_id)
