@@ -21,12 +21,13 @@ SHORT = {"vlm.train.steps": 2, "vlm.train.batch_size": 4, "vlm.train.log_every":
          "vlm.model.hf_config.text_config.num_hidden_layers": 1,
          "data.num_pool": 12, "data.num_train": 8, "data.num_test": 6, "data.max_new_tokens": 3,
          "embedding.batch_size": 16, "sampler.num_candidates": 4,
-         "infoscore.shots": 1, "infoscore.beam_size": 2, "infoscore.batch_size": 16,
+         "infoscore.shots": 2, "infoscore.beam_size": 2, "infoscore.batch_size": 16,
          "policy.dim": 16, "train.batch_size": 8, "train.supervised_epochs": 1,
-         "train.rce_epochs": 1, "train.grpo_epochs": 2, "train.group_size": 2,
+         "train.rce_epochs": 1, "train.grpo_epochs": 2, "data.val_share": 0.25,
          "compare.epochs": "(1,2)", "compare.shots": "(1,2)", "compare.eval_batch_size": 8}
 SECTIONS = ("## Settings", "## Key findings", "### 1. Checkpoint weights",
-            "### 2. Inference accuracy", "### 3. ICD index identity", "## Analysis", "## Files")
+            "### 2. Inference accuracy", "### 3. ICD index identity", "## Analysis",
+            "## Training curves", "## Time per stage", "## Files")
 NUMBER = r"[+-]?\d+(\.\d+)?"
 
 

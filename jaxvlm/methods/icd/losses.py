@@ -24,8 +24,10 @@ def grpo_loss(logp, old_logp, ref_logp, rewards, *, group_size: int, clip: float
   """GRPO over groups of ``group_size`` consecutive samples (all arrays ``[N]``).
 
   Advantage ``A = clip((r - mean_g r) / (std_g r + 1e-8), ±adv_clip)`` (population std per
-  group); ``ratio = exp(logp - old_logp)``; ``KL = mean(exp(ref - logp) - (ref - logp) - 1)``;
-  ``loss = -mean(min(ratio A, clip(ratio, 1 ± clip) A)) + kl_beta KL``.
+  group); ``ratio = exp(logp - old_logp)``; Lever-Plus's KL to the reference policy,
+  ``KL = mean(r - 1 - log r)`` with ``r = exp(logp - ref_logp)``;
+  ``loss = -mean(min(ratio A, clip(ratio, 1 ± clip) A)) + kl_beta KL``. Offline GRPO (Lever-Plus)
+  passes the SFT policy's log-probabilities as both ``old_logp`` and ``ref_logp``.
   """
   check_kl_beta(kl_beta)
   n = logp.shape[0]
@@ -38,8 +40,8 @@ def grpo_loss(logp, old_logp, ref_logp, rewards, *, group_size: int, clip: float
   ratio = jnp.exp(logp - old_logp)
   surrogate = jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - clip, 1 + clip) * adv)
   policy_loss = -surrogate.mean()
-  d = ref_logp - logp
-  kl = jnp.mean(jnp.exp(d) - d - 1)
+  d = logp - ref_logp
+  kl = jnp.mean(jnp.exp(d) - 1 - d)
   loss = policy_loss + kl_beta * kl
   return loss, {"policy_loss": policy_loss, "kl": kl, "reward": r.mean(),
                 "clip_fraction": jnp.mean(jnp.abs(ratio - 1) > clip), "ratio": ratio.mean()}
@@ -47,20 +49,34 @@ def grpo_loss(logp, old_logp, ref_logp, rewards, *, group_size: int, clip: float
 
 @dataclasses.dataclass
 class AdaptiveKL:
-  """KL_BETA adapted towards a target KL after each epoch: x1.5 when KL > 1.5 target, /1.5 when
-  KL < target / 1.5, kept within ``[low, high]`` (0.01 .. 0.1 as in Lever-Plus)."""
+  """Lever-Plus's adaptive KL_BETA: ``beta x factor`` when the KL is above the target band
+  ``[kl_low, kl_high]``, ``beta / factor`` when below, unchanged inside; ``beta`` stays within
+  ``[beta_min, beta_max]`` (defaults: band 0.01-0.1, factor 1.5, beta 0.001-10)."""
 
   beta: float
-  target: float
-  low: float = 0.01
-  high: float = 0.1
+  kl_low: float = 0.01
+  kl_high: float = 0.1
+  factor: float = 1.5
+  beta_min: float = 0.001
+  beta_max: float = 10.0
+
+  def __post_init__(self):
+    check_kl_beta(self.beta)
+    if not 0 <= self.kl_low <= self.kl_high:
+      raise ConfigError("train.adaptive_kl.band", (self.kl_low, self.kl_high),
+                        "a KL band (low, high) with 0 <= low <= high")
+    if not 0 < self.beta_min <= self.beta_max:
+      raise ConfigError("train.adaptive_kl.beta_bounds", (self.beta_min, self.beta_max),
+                        "beta bounds (min, max) with 0 < min <= max")
+    if not self.factor > 1:
+      raise ConfigError("train.adaptive_kl.factor", self.factor, "a factor > 1")
 
   def update(self, kl: float) -> float:
-    if kl > 1.5 * self.target:
-      self.beta *= 1.5
-    elif kl < self.target / 1.5:
-      self.beta /= 1.5
-    self.beta = float(min(max(self.beta, self.low), self.high))
+    if kl > self.kl_high:
+      self.beta *= self.factor
+    elif kl < self.kl_low:
+      self.beta /= self.factor
+    self.beta = float(min(max(self.beta, self.beta_min), self.beta_max))
     return self.beta
 
 

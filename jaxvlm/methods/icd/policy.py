@@ -6,8 +6,11 @@ already picked (those are masked to -inf), so sequence log-probabilities, greedy
 sampling all come from one function.
 
 * ``pointer`` (Lever-Plus): query and candidates projected to ``dim`` (256); one cross-attention
-  layer (the query attends the candidates), residual + LayerNorm gives the state ``h_0``; after
-  each pick ``h_t = LayerNorm(h_{t-1} + W_p c_{a_{t-1}})``; scores = cosine(h_t, c) / temperature.
+  layer (the query attends the candidates), residual + LayerNorm gives the state ``h_0``;
+  scores = cosine(h_t, c) / temperature. ``static_query=True`` is Lever-Plus V2/V3 (the
+  variant behind the seed's numbers): ``h_t = h_0`` at every shot, picked candidates only
+  masked. ``static_query=False`` updates the state with each pick,
+  ``h_t = LayerNorm(h_{t-1} + W_p c_{a_{t-1}})``.
 * ``lever_lm`` (Lever-LM): a small GPT-2-style causal decoder over the token sequence
   ``[query, c_{a_0}, ..., c_{a_{S-2}}]`` (input projection + learned positions, pre-LN blocks,
   final LayerNorm); scores = ``h_t . c / sqrt(dim)``.
@@ -47,13 +50,14 @@ class PointerPolicy(nnx.Module):
   """Lever-Plus pointer selector (see the module docstring)."""
 
   def __init__(self, in_dim: int, *, dim: int = 256, heads: int = 4, temperature: float = 0.1,
-               rngs: nnx.Rngs):
+               static_query: bool = True, rngs: nnx.Rngs):
     lin = lambda i, o: Linear(i, o, use_bias=True, rngs=rngs, init_std=i ** -0.5)
     self.q_proj, self.c_proj = lin(in_dim, dim), lin(in_dim, dim)
     self.attn_q, self.attn_k, self.attn_v, self.attn_o = (lin(dim, dim) for _ in range(4))
-    self.pick_proj = lin(dim, dim)
-    self.norm0, self.norm = LayerNorm(dim), LayerNorm(dim)
-    self.heads, self.temperature = heads, temperature
+    self.norm0 = LayerNorm(dim)
+    if not static_query:
+      self.pick_proj, self.norm = lin(dim, dim), LayerNorm(dim)
+    self.heads, self.temperature, self.static_query = heads, temperature, static_query
 
   def logits(self, query, cands, actions):
     b, k, _ = cands.shape
@@ -64,12 +68,15 @@ class PointerPolicy(nnx.Module):
     out, _ = attention(split(self.attn_q(q)[:, None]), split(self.attn_k(c)),
                        split(self.attn_v(c)), None)
     h = self.norm0(q + self.attn_o(out.reshape(b, d)))
-    picked = jnp.take_along_axis(c, actions[..., None], axis=1)  # [B, S, D]
-    states = [h]
-    for t in range(1, s):
-      h = self.norm(h + self.pick_proj(picked[:, t - 1]))
-      states.append(h)
-    hs = jnp.stack(states, axis=1)  # [B, S, D]
+    if self.static_query:
+      hs = jnp.broadcast_to(h[:, None], (b, s, d))
+    else:
+      picked = jnp.take_along_axis(c, actions[..., None], axis=1)  # [B, S, D]
+      states = [h]
+      for t in range(1, s):
+        h = self.norm(h + self.pick_proj(picked[:, t - 1]))
+        states.append(h)
+      hs = jnp.stack(states, axis=1)  # [B, S, D]
     unit = lambda x: x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
     scores = jnp.einsum("bsd,bkd->bsk", unit(hs), unit(c)) / self.temperature
     return jnp.where(_picked_mask(actions, k), _NEG, scores)
