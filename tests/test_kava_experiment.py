@@ -39,7 +39,7 @@ NUMBER = r"-?\d+(\.\d+)?"
 
 def test_tiny_ablation_end_to_end(tmp_path):
   cfg_rows = load_config("configs/kava.py:tiny").ablation.rows.split(",")
-  assert len(cfg_rows) == 13
+  assert len(cfg_rows) == 14
   workdir = tmp_path / "run"
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_backend_optimization_level=0")
   subprocess.run([sys.executable, "experiments/kava_ablation.py", "--workdir", str(workdir)]
@@ -47,8 +47,9 @@ def test_tiny_ablation_end_to_end(tmp_path):
                  check=True, timeout=900)
   metrics = json.loads((workdir / "metrics.json").read_text())
   assert list(metrics["rows"]) == cfg_rows
-  assert set(metrics) == {"rows", "lengths", "seeds", "details"} and set(metrics["lengths"]) == {
-      "q_len", "cot_len", "ans_len"} and metrics["seeds"] == [0]
+  assert set(metrics) == {"rows", "lengths", "data", "seeds", "details"} and set(
+      metrics["lengths"]) == {"q_len", "cot_len", "ans_len"} and metrics["seeds"] == [0]
+  assert metrics["data"]["train_kept"] == metrics["data"]["train_records"] == 16
   for name in cfg_rows:
     row = metrics["rows"][name]["held-out"]
     assert 0.0 <= row["accuracy"] <= 1.0 and row["forward_passes"] >= 1.0
@@ -56,7 +57,7 @@ def test_tiny_ablation_end_to_end(tmp_path):
     assert d["method"] in METHODS and d["lora"] == (not name.startswith("full_"))
     assert [h["step"] for h in d["history"]] == [1, 2]
     assert all(h["loss"] == h["loss"] for h in d["history"])  # not NaN
-    assert d["config"]["kava"]["method"] == d["method"]
+    assert d["settings"]["kava.method"] == d["method"] and d["settings"]["seed"] == 0
   # latent rows: 1 question pass + T Jacobi passes + answer tokens; CoT: one per token
   latent = metrics["rows"]["kava"]["held-out"]["forward_passes"]
   assert 1 + 1 + 1 <= latent <= 1 + 1 + 4
@@ -71,7 +72,8 @@ def test_tiny_ablation_end_to_end(tmp_path):
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert all(re.fullmatch(NUMBER, c) for c in cells[4:]), line  # accuracy, passes, seconds
   ablation = tables["Table 1: ablation (LoRA)"]
-  for name in ("pccot", "pccot_codi", "pccot_codi_kv", "pccot_codi_rkv", "kava", "pccot_kv"):
+  for name in ("pccot", "pccot_codi", "pccot_codi_kv", "pccot_codi_rkv", "kava", "kava_dense",
+               "pccot_kv"):
     assert re.search(rf"\| {re.escape(metrics['details'][name]['label'])} \| {NUMBER} \|",
                      ablation)
   lora_full = next(v for k, v in tables.items() if k.startswith("Table 2"))
@@ -79,12 +81,13 @@ def test_tiny_ablation_end_to_end(tmp_path):
     assert re.search(rf"\| {re.escape(metrics['details'][name]['label'])} \| {NUMBER} \| "
                      rf"{NUMBER} \| [+-]{NUMBER} \|", lora_full)
   assert "![loss curves](loss.png)" in report and (workdir / "loss.png").stat().st_size > 0
-  assert report.count("<details>") == len(cfg_rows)
+  assert report.count("<details>") == len(cfg_rows) and "- kava.kv_iterations = all" in report
+  assert "16 of 16 kept" in report and "CODI offset auto (resolved: [1])" in report
 
 
 def _row(label: str, acc: float, passes: float, seconds: float) -> dict:
   return {"label": label, "method": "kava", "lora": True, "terms": ["student_ce"],
-          "iterations": 3, "train_seconds": seconds, "history": [], "config": {},
+          "iterations": 3, "train_seconds": seconds, "history": [], "settings": {},
           "eval": {"held-out": {"accuracy": acc, "forward_passes": passes, "samples": []}}}
 
 
@@ -103,9 +106,10 @@ def test_seeds_merge_into_mean_std_and_a_per_seed_table():
   table = exp.seeds_table({"kava": merged}, "held-out", [0, 1, 2])
   assert "| KAVA | 30.0 | 34.0 | 26.0 | 30.0 | 4.0 |" in table.splitlines()
   c = load_config("configs/kava.py:tiny")
-  text = exp.report(c, {"kava": merged}, {"held-out": [{}] * 5}, {"q_len": 9}, "", [0, 1, 2])
+  notes = {"lengths": {"q_len": 9}}
+  text = exp.report(c, {"kava": merged}, {"held-out": [{}] * 5}, notes, "", [0, 1, 2])
   assert "## Seeds (held-out)" in text and "| KAVA | 30.0 | 34.0 |" in text
-  assert "## Seeds" not in exp.report(c, per_seed[0], {"held-out": []}, {}, "", [0])
+  assert "## Seeds" not in exp.report(c, per_seed[0], {"held-out": []}, notes, "", [0])
 
 
 @pytest.mark.parametrize("seeds, expected", [("", [0]), ("3", [3]), ("0, 1,2", [0, 1, 2])])

@@ -14,6 +14,6 @@ from jaxvlm.methods.kava.rkv import pool_group, rkv_scores, select_kv_indices
 
 __all__ = ["KavaConfig", "KavaModel", "LatentParam", "Projection", "as_cot_record", "codi_loss",
            "distance", "encode", "encode_text", "evaluate", "fit_budget", "kava_loss", "kv_loss",
-           "latent_generate", "lengths_needed", "load_adapter", "make_loss_fn", "masked_ce", "pool_group",
-           "prompt_ids", "resolve_codi_offset", "rkv_scores", "save_adapter", "select_kv_indices",
+           "latent_generate", "lengths_needed", "load_adapter", "make_loss_fn", "masked_ce",
+           "pool_group", "prompt_ids", "resolve_codi_offset", "rkv_scores", "save_adapter", "select_kv_indices",
            "special_token_id", "student_forward", "teacher_forward"]
