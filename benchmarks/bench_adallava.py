@@ -112,7 +112,7 @@ def main(argv=None) -> dict:
   px_j = jax.numpy.asarray(px, dtype)
 
   def run_ours(budget):
-    inp = ada.budget_inputs(ours, ids, mask, px_j, budget)
+    inp = ada.budget_inputs(ours, ids, mask, px_j, latency_budget=budget, token_budget=budget)
     return generate(ours, inp.input_ids, inp.attention_mask, args.new, eos_token_id=(),
                     pad_token_id=0, **inp.generate_kwargs()).sequences
 
@@ -134,7 +134,7 @@ def main(argv=None) -> dict:
   for b in args.budgets:
     with frozen.freeze(ours):
       times[b] = median_seconds(lambda: run_ours(b), warmup=2, iters=args.iters)
-    inp = ada.budget_inputs(ours, ids, mask, px_j, b)
+    inp = ada.budget_inputs(ours, ids, mask, px_j, latency_budget=b, token_budget=b)
     plan = ada.unit_plan(ours, inp).max(0)  # the batch's plan (shared): [L] or [L, G]
     units = plan if plan.ndim == 2 else np.outer(plan, np.ones(shape["text_config"][
         "num_key_value_heads"]))

@@ -143,7 +143,7 @@ def test_generation_skips_unchosen_layers_in_prefill_and_decode(model):
   try:
     ids, mask = _prompts(np.random.default_rng(0), b=1, pad=(0,))
     px = np.random.default_rng(1).normal(size=(1, 3, 32, 32)).astype(np.float32)
-    inp = ada.budget_inputs(model, ids, mask, px, 0.5)
+    inp = ada.budget_inputs(model, ids, mask, px, latency_budget=0.5, token_budget=0.5)
     out = generate(model, inp.input_ids, inp.attention_mask, 4, eos_token_id=None,
                    **inp.generate_kwargs())
     jax.block_until_ready(out.sequences)
@@ -163,7 +163,7 @@ def test_budgeted_prompt_aligned_and_generation_is_prompt_plus_new(model, budget
   rng = np.random.default_rng(0)
   ids, mask = _prompts(rng)
   px = rng.normal(size=(3, 3, 32, 32)).astype(np.float32)
-  inp = ada.budget_inputs(model, ids, mask, px, budget)
+  inp = ada.budget_inputs(model, ids, mask, px, latency_budget=budget, token_budget=budget)
   k = np.maximum(1, np.round(np.broadcast_to(budget, (3,)) * N)).astype(int)
   np.testing.assert_array_equal(inp.num_keep, k)
   valid = inp.attention_mask.astype(bool)
@@ -235,9 +235,9 @@ def test_bad_inputs_name_the_field(model):
   px = rng.normal(size=(3, 3, 32, 32)).astype(np.float32)
   for bad in (0.0, 1.5, [0.5, -0.1, 1.0]):
     with pytest.raises(ConfigError, match=r"budget: got .* expected values in \(0, 1\]"):
-      ada.budget_inputs(model, ids, mask, px, bad)
+      ada.budget_inputs(model, ids, mask, px, latency_budget=bad, token_budget=bad)
   with pytest.raises(ConfigError, match=r"num_keep: got \[17, 17, 17\].*\[1, 16\]"):
-    ada.budget_inputs(model, ids, mask, px, 1.0, num_keep=17)
+    ada.budget_inputs(model, ids, mask, px, latency_budget=1.0, token_budget=1.0, num_keep=17)
   with pytest.raises(ConfigError, match=r"adallava.prefix_layers: got 6.*\[0, 5\]"):
     ada.AdaLlava(model.vlm, ada.AdaConfig(LAT, prefix_layers=6), nnx.Rngs(0))
 

@@ -84,7 +84,8 @@ def test_plan_picks_exactly_g_units_in_each_of_n_layers():
 def test_straight_through_gradient_reaches_both_schedulers():
   model = _ada(False)
   ids, mask, px = _prompts(2)
-  inp = ada.budget_inputs(model, ids, mask, px, 0.55)  # 1 layer, 3 of 4 units
+  # 1 layer, 3 of 4 units
+  inp = ada.budget_inputs(model, ids, mask, px, latency_budget=0.55, token_budget=0.55)
   call, _ = model.prefill_inputs(inp.input_ids, inp.attention_mask,
                                  image_features=inp.image_features, budget=inp.budget)
 
@@ -254,7 +255,7 @@ def _step(model, inp, units):
 @pytest.mark.parametrize("budget,units", [(0.7, 3), ([0.55, 0.5, 0.45], 3), (0.45, 1)])
 def test_gathered_inference_equals_masked(shared, budget, units):
   ids, mask, px = _prompts()
-  inp = ada.budget_inputs(shared, ids, mask, px, budget)
+  inp = ada.budget_inputs(shared, ids, mask, px, latency_budget=budget, token_budget=budget)
   assert inp.units == units  # the largest g of the rows' budgets
   with jax.default_matmul_precision("highest"):
     got = _step(shared, inp, ada.UnitCount(inp.units))
@@ -269,7 +270,8 @@ def test_gathered_inference_equals_masked(shared, budget, units):
 
 def test_gathered_generation_equals_teacher_forced_forward(shared):
   ids, mask, px = _prompts()
-  inp = ada.budget_inputs(shared, ids, mask, px, [0.55, 0.7, 0.45])
+  budgets = [0.55, 0.7, 0.45]
+  inp = ada.budget_inputs(shared, ids, mask, px, latency_budget=budgets, token_budget=budgets)
   assert inp.units == 3
   out = generate(shared, inp.input_ids, inp.attention_mask, 5, eos_token_id=None,
                  **inp.generate_kwargs())
@@ -283,7 +285,8 @@ def test_gathered_generation_equals_teacher_forced_forward(shared):
 
 def test_generation_traces_only_the_gathered_widths(shared):
   ids, mask, px = _prompts(2)
-  inp = ada.budget_inputs(shared, ids, mask, px, 0.7)  # 2 layers of 3 units after the prefix
+  # 2 layers of 3 units after the prefix
+  inp = ada.budget_inputs(shared, ids, mask, px, latency_budget=0.7, token_budget=0.7)
   kw = inp.generate_kwargs()
 
   def dots(**kw):
@@ -318,9 +321,10 @@ def test_layer_flops_per_unit_by_hand():
 
 def test_flops_strictly_decrease_with_budget_on_the_tiny_config():
   from jaxvlm.config import load_config
-  from jaxvlm.training.vlm import tiny_vlm_config
+  from jaxvlm.models.tiny import tiny_vlm_config, train_tokenizer
   c = load_config("configs/adallava.py:tiny")
-  hf = tiny_vlm_config(c.model.family, **c.model.hf_config.to_dict())
+  tok = train_tokenizer(c.model.family, ["what color is the square"])
+  hf = tiny_vlm_config(c.model.family, tok, **c.model.hf_config.to_dict())
   cfg = LlamaConfig.from_hf(hf["text_config"])
   layers, groups, prefix = cfg.num_hidden_layers, cfg.num_key_value_heads, 1
   n_visual = 16
@@ -346,7 +350,7 @@ def test_bad_granularity_and_shapes_name_the_field(shared):
   ada.AdaLlava(odd, ada.AdaConfig(LAT), nnx.Rngs(0))  # layer granularity does not split rows
   masked = _ada(False)
   ids, mask, px = _prompts(1)
-  inp = ada.budget_inputs(masked, ids, mask, px, 0.7)
+  inp = ada.budget_inputs(masked, ids, mask, px, latency_budget=0.7, token_budget=0.7)
   assert inp.units == 0 and "units" not in inp.generate_kwargs()  # nothing gathered
   with pytest.raises(ConfigError, match=r"units: got 3.*shared_plan"):
     _step(masked, inp, ada.UnitCount(3))

@@ -1,8 +1,13 @@
 """AdaLLaVA on a LLaVA-style :class:`VisionLanguageModel`: latency token, scheduler, token controller.
 
-* :class:`LatencyEncoder`: budget ``b in (0, 1]`` -> quantised -> ``theta = 2 pi b`` -> 128 sin +
-  128 cos features -> MLP -> the latency token's embedding, placed right after the image tokens
-  (:func:`jaxvlm.models.multimodal.insert_token`).
+Two budgets in ``(0, 1]`` drive it separately: the *latency budget* (layers, or units inside
+them) and the *token budget* (``K`` of the ``N`` visual tokens of an image).
+
+* :class:`LatencyEncoder` (the published ``scheduler_up_proj``): latency budget ``b`` -> units
+  after the prefix ``u = relu(floor(T b) - P)`` (``T`` units in all, ``P`` in the prefix) ->
+  ``q = u / (T - P + 1)`` -> ``sin, cos(2 pi q f_i)``, ``f_i = 10000^(-i/128)`` -> LayerNorm ->
+  ``Linear -> GELU -> Linear`` -> the latency token's embedding, placed right after the image
+  tokens (:func:`jaxvlm.models.multimodal.insert_token`).
 * Scheduler: after the ``prefix_layers`` always-on layers, the latency token's hidden state ->
   ``Linear(hidden, L - prefix)`` -> exactly ``units = relu(floor(L b) - prefix)`` layers (Gumbel
   top-k in training, top-k at inference), applied through the decoder's ``layer_gates`` hook; at
@@ -21,8 +26,12 @@
   prefill and decode (the unit plan rides in :class:`AdaCache`, so decode runs the heads whose KV
   the prefill wrote). Without ``shared_plan`` the unchosen units of a chosen layer are computed
   and masked (FLOPs counted, not saved); unchosen layers are skipped in both cases.
-* :class:`TokenController`: budget-conditioned scores over the N visual tokens; ``K = max(1,
-  round(b N))`` kept (Gumbel top-K in training, ``pallas_kernels.select_tokens`` +
+* Inference executes one plan per batch (``shared_plan``, the default): the scheduler's logits
+  are averaged over the rows, so rows with equal budgets run the same layers / units and rows with
+  smaller budgets run a subset of the largest row's (weighted 0 on the rest). Training draws a
+  plan per row.
+* :class:`TokenController`: scores over the N visual tokens conditioned on the token budget's
+  sin / cos features; ``K = max(1, round(b_token N))`` kept (Gumbel top-K in training, ``pallas_kernels.select_tokens`` +
   ``keep_visual_tokens`` at inference, see :func:`budget_inputs`).
 """
 
@@ -40,7 +49,7 @@ from flax import nnx
 import pallas_kernels
 from jaxvlm.errors import ConfigError
 from jaxvlm.layers.attention import KVCache
-from jaxvlm.layers.linear import Linear
+from jaxvlm.layers.linear import LayerNorm, Linear
 from jaxvlm import frozen
 from jaxvlm.models import multimodal as mm
 from jaxvlm.models.llama.modeling import ModelOutput, UnitGate
@@ -54,10 +63,10 @@ class AdaConfig:
   latency_token_id: int
   prefix_layers: int = 1
   tau: float = 5.0
-  latency_features: int = 128  # sin features (as many cos)
-  quant_levels: int = 100  # budgets are rounded to multiples of 1 / quant_levels
+  latency_features: int = 128  # sin features (as many cos), of both budgets
+  quant_levels: int = 100  # token budgets are rounded to multiples of 1 / quant_levels
   controller_hidden: int = 64
-  shared_plan: bool = False  # one plan per batch (mean scheduler logits): exact skipping for batches
+  shared_plan: bool = True  # inference: one plan per batch (mean scheduler logits)
   granularity: str = "layer"  # "layer" | "head" (units inside chosen layers, see the module doc)
 
 
@@ -85,13 +94,14 @@ class AdaCache:
     return self.kv.index
 
 
-def check_budget(budget, batch: int) -> np.ndarray:
-  """``budget`` (scalar or ``[B]``) -> float32 ``[B]``; values outside ``(0, 1]`` raise."""
+def check_budget(budget, batch: int, field: str = "budget") -> np.ndarray:
+  """``budget`` (scalar or ``[B]``) -> float32 ``[B]``; values outside ``(0, 1]`` raise an error
+  naming ``field``."""
   b = np.asarray(jax.device_get(budget), np.float32)
   if b.ndim > 1 or (b.ndim == 1 and b.shape[0] != batch):
-    raise ConfigError("budget", b.shape, f"a scalar or a [batch={batch}] array")
+    raise ConfigError(field, b.shape, f"a scalar or a [batch={batch}] array")
   if not np.all((b > 0) & (b <= 1)):
-    raise ConfigError("budget", b.tolist(), "values in (0, 1]")
+    raise ConfigError(field, b.tolist(), "values in (0, 1]")
   return np.broadcast_to(b, (batch,)).copy()
 
 
@@ -113,36 +123,49 @@ def visual_keep_count(budget, n: int):
   return jnp.maximum(1, jnp.round(jnp.asarray(budget, jnp.float32) * n)).astype(jnp.int32)
 
 
-class LatencyEncoder(nnx.Module):
-  """Budget -> sinusoidal features of ``2 pi b_quantised`` -> ``Linear -> SiLU -> Linear``."""
+def budget_features(q: jax.Array, n: int) -> jax.Array:
+  """``[B, 2n]``: ``sin, cos(2 pi q f_i)`` with ``f_i = 10000^(-i/n)``, ``i < n``."""
+  freqs = 1.0 / 10000.0 ** (jnp.arange(n, dtype=jnp.float32) / n)
+  theta = 2 * math.pi * jnp.asarray(q, jnp.float32)[:, None] * freqs
+  return jnp.concatenate([jnp.sin(theta), jnp.cos(theta)], axis=-1)
 
-  def __init__(self, cfg: AdaConfig, hidden: int, rngs: nnx.Rngs):
-    self.n, self.levels = cfg.latency_features, cfg.quant_levels
+
+class LatencyEncoder(nnx.Module):
+  """Latency budget -> quantised units (module docstring) -> sin / cos features -> LayerNorm ->
+  ``Linear -> GELU -> Linear`` (the published ``scheduler_up_proj.net.{0,1,3}``)."""
+
+  def __init__(self, cfg: AdaConfig, hidden: int, units: int, prefix_units: int,
+               rngs: nnx.Rngs):
+    self.n, self.units, self.prefix = cfg.latency_features, units, prefix_units
+    self.norm = LayerNorm(2 * self.n)
     self.fc1 = Linear(2 * self.n, hidden, use_bias=True, rngs=rngs)
     self.fc2 = Linear(hidden, hidden, use_bias=True, rngs=rngs)
 
-  def features(self, budget: jax.Array) -> jax.Array:
-    """``[B, 2n]``; frequencies ``0.5 .. 32`` (geometric), so ``b = 1`` does not alias ``b -> 0``."""
-    b = jnp.round(jnp.asarray(budget, jnp.float32) * self.levels) / self.levels
-    theta = 2 * math.pi * b[:, None]
-    freqs = 0.5 * 64.0 ** (jnp.arange(self.n, dtype=jnp.float32) / max(self.n - 1, 1))
-    return jnp.concatenate([jnp.sin(theta * freqs), jnp.cos(theta * freqs)], axis=-1)
+  def quantised(self, budget: jax.Array) -> jax.Array:
+    """``q = relu(floor(T b) - P) / (T - P + 1)``."""
+    u = jnp.maximum(layer_count(budget, self.units) - self.prefix, 0)
+    return u.astype(jnp.float32) / (self.units - self.prefix + 1)
 
   def __call__(self, budget: jax.Array) -> jax.Array:
-    return self.fc2(jax.nn.silu(self.fc1(self.features(budget))))
+    f = self.norm(budget_features(self.quantised(budget), self.n))
+    return self.fc2(jax.nn.gelu(self.fc1(f), approximate=False))
 
 
 class TokenController(nnx.Module):
-  """Score of each visual token given the latency embedding: ``w . gelu(A f + C e)``."""
+  """Score of each visual token given the token budget: ``w . gelu(A f + C e(b))``, ``e(b)`` the
+  sin / cos features of the budget rounded to ``1 / quant_levels``."""
 
-  def __init__(self, hidden: int, inner: int, rngs: nnx.Rngs):
+  def __init__(self, hidden: int, inner: int, features: int, levels: int, rngs: nnx.Rngs):
+    self.n, self.levels = features, levels
     self.feat = Linear(hidden, inner, use_bias=True, rngs=rngs)
-    self.latency = Linear(hidden, inner, rngs=rngs)
+    self.budget = Linear(2 * features, inner, rngs=rngs)
     self.out = Linear(inner, 1, use_bias=True, rngs=rngs)
 
-  def __call__(self, features: jax.Array, latency: jax.Array) -> jax.Array:
-    """``features [B, N, H]``, ``latency [B, H]`` -> scores ``[B, N]`` (float32)."""
-    h = jax.nn.gelu(self.feat(features) + self.latency(latency)[:, None])
+  def __call__(self, features: jax.Array, token_budget: jax.Array) -> jax.Array:
+    """``features [B, N, H]``, ``token_budget [B]`` -> scores ``[B, N]`` (float32)."""
+    b = jnp.round(jnp.asarray(token_budget, jnp.float32) * self.levels) / self.levels
+    e = budget_features(b, self.n).astype(features.dtype)
+    h = jax.nn.gelu(self.feat(features) + self.budget(e)[:, None])
     return self.out(h)[..., 0].astype(jnp.float32)
 
 
@@ -166,13 +189,15 @@ class AdaLlava(nnx.Module):
     hidden = vlm.config.text.hidden_size
     self.config, self.num_layers = cfg, layers
     self.vlm = vlm
-    self.latency_encoder = LatencyEncoder(cfg, hidden, rngs)
-    self.scheduler = Linear(hidden, layers - cfg.prefix_layers, use_bias=True, rngs=rngs)
     self.groups = groups if cfg.granularity == "head" else 1
+    self.latency_encoder = LatencyEncoder(cfg, hidden, layers * self.groups,
+                                          cfg.prefix_layers * self.groups, rngs)
+    self.scheduler = Linear(hidden, layers - cfg.prefix_layers, use_bias=True, rngs=rngs)
     if cfg.granularity == "head":
       self.unit_scheduler = Linear(hidden, (layers - cfg.prefix_layers) * groups, use_bias=True,
                                    rngs=rngs)
-    self.controller = TokenController(hidden, cfg.controller_hidden, rngs)
+    self.controller = TokenController(hidden, cfg.controller_hidden, cfg.latency_features,
+                                      cfg.quant_levels, rngs)
 
   @property
   def image_token_id(self) -> int:
@@ -191,7 +216,7 @@ class AdaLlava(nnx.Module):
     return unit_counts(budget, self.num_layers, self.groups, self.config.prefix_layers)
 
   def _select(self, logits: jax.Array, k, rng, train: bool) -> jax.Array:
-    if self.config.shared_plan:
+    if self.config.shared_plan and not train:
       logits = jnp.broadcast_to(logits.mean(0, keepdims=True), logits.shape)
     if train:
       return gumbel_topk(logits, k, self.config.tau, rng)
@@ -309,7 +334,8 @@ class AdaLlava(nnx.Module):
 @flax.struct.dataclass
 class BudgetInputs:
   """A pruned prompt with its latency token, ready for ``generate(model, input_ids,
-  attention_mask, image_features=..., budget=..., position_ids=...)``; ``num_keep [B]`` = K.
+  attention_mask, image_features=..., budget=..., position_ids=...)``; ``budget [B]`` is the
+  latency budget, ``token_budget [B]`` the token budget and ``num_keep [B]`` = K.
   ``units``: head granularity with ``shared_plan``, the largest ``g`` of the rows' budgets (the
   units gathered per chosen layer); 0 otherwise (nothing gathered)."""
 
@@ -318,6 +344,7 @@ class BudgetInputs:
   position_ids: np.ndarray
   image_features: jax.Array
   budget: np.ndarray
+  token_budget: np.ndarray
   num_keep: np.ndarray
   units: int = flax.struct.field(pytree_node=False, default=0)
 
@@ -328,29 +355,35 @@ class BudgetInputs:
 
 
 @frozen.jit
-def _visual_scores(model: AdaLlava, pixel_values, budget):
+def _visual_scores(model: AdaLlava, pixel_values, token_budget):
   feats = model.vlm.get_image_features(pixel_values)
-  return feats, model.controller(feats, model.latency_encoder(budget))
+  return feats, model.controller(feats, token_budget)
 
 
-def budget_inputs(model: AdaLlava, input_ids, attention_mask, pixel_values, budget, *,
-                  num_keep=None, implementation: str | None = None,
+def budget_inputs(model: AdaLlava, input_ids, attention_mask, pixel_values, *, latency_budget,
+                  token_budget, num_keep=None, implementation: str | None = None,
                   length: int | None = None) -> BudgetInputs:
-  """Visual features -> controller scores -> top-K per row (``select_tokens``) -> the prompt
-  shortened by ``keep_visual_tokens`` (ids, mask, positions together) -> latency token inserted.
+  """Visual features -> controller scores under ``token_budget`` -> top-K per row
+  (``select_tokens``) -> the prompt shortened by ``keep_visual_tokens`` (ids, mask, positions
+  together) -> latency token inserted (its embedding and the plan come from ``latency_budget``).
 
-  ``budget``: scalar or ``[B]`` in ``(0, 1]``; ``num_keep`` overrides ``K`` (int or ``[B]``,
+  Budgets: scalars or ``[B]`` in ``(0, 1]``; ``num_keep`` overrides ``K`` (int or ``[B]``,
   ``1..N``). One image per row. ``length`` left-pads the result to a fixed length (one compiled
   ``generate`` for every batch of a budget).
   """
   ids = np.asarray(jax.device_get(input_ids))
   b = ids.shape[0]
-  budget = check_budget(budget, b)
-  feats, scores = _visual_scores(model, jnp.asarray(pixel_values), jnp.asarray(budget))
+  budget = check_budget(latency_budget, b, "latency_budget")
+  token_budget = check_budget(token_budget, b, "token_budget")
+  lat = model.config.latency_token_id
+  if np.any(ids == lat):
+    raise ConfigError("adallava.latency_token_id", lat, "an id the prompts never hold (the "
+                      "encoded prompts already contain it)")
+  feats, scores = _visual_scores(model, jnp.asarray(pixel_values), jnp.asarray(token_budget))
   n = feats.shape[1]
   if feats.shape[0] != b:
     raise ConfigError("pixel_values", feats.shape[0], f"one image per row ({b} rows)")
-  k = np.asarray(visual_keep_count(budget, n)) if num_keep is None else np.broadcast_to(
+  k = np.asarray(visual_keep_count(token_budget, n)) if num_keep is None else np.broadcast_to(
       np.asarray(num_keep), (b,))
   if np.any(k < 1) or np.any(k > n):
     raise ConfigError("num_keep", np.asarray(k).tolist(), f"ints in [1, {n}] (N = {n} visual "
@@ -371,7 +404,7 @@ def budget_inputs(model: AdaLlava, input_ids, attention_mask, pixel_values, budg
   units = 0
   if model.config.granularity == "head" and model.config.shared_plan:
     units = int(np.max(np.asarray(model.unit_counts(budget)[1])))
-  return BudgetInputs(*arrays, kept, budget, np.asarray(k, np.int32), units)
+  return BudgetInputs(*arrays, kept, budget, token_budget, np.asarray(k, np.int32), units)
 
 
 @frozen.jit
@@ -397,3 +430,17 @@ def layer_plan(model: AdaLlava, inputs: BudgetInputs) -> np.ndarray:
   when some unit of it does)."""
   plan = unit_plan(model, inputs)
   return plan.max(-1) if plan.ndim == 3 else plan
+
+
+def executed_units(model: AdaLlava, inputs: BudgetInputs) -> np.ndarray:
+  """Units (KV-head groups, ``G`` per whole layer) each layer computes when generation runs the
+  batch ``inputs`` ``[L]``: a layer runs for the whole batch when some row's plan has it (the
+  union), with every unit, or with head granularity and ``shared_plan`` the ``inputs.units``
+  gathered ones; the FLOPs of every row of the batch are those of this plan."""
+  plan = unit_plan(model, inputs)
+  runs = (plan.max(-1) if plan.ndim == 3 else plan).max(0) > 0
+  groups = model.vlm.config.text.num_key_value_heads
+  width = np.full(model.num_layers, groups)
+  if inputs.units and model.config.granularity == "head":
+    width[model.config.prefix_layers:] = inputs.units
+  return np.where(runs, width, 0).astype(np.int64)

@@ -3,9 +3,11 @@
 * :func:`sample_budget` — per batch, a layer count uniform over the achievable ones
   (``prefix .. L``), then a budget uniform over the budgets that give it, so the controller sees
   budgets all over ``[min_budget, 1]``.
-* :func:`batch_factory` — the shared synthetic VQA batches (:func:`jaxvlm.training.vlm.
-  vqa_batch_factory`) with the latency token inserted after the image tokens
-  (:func:`jaxvlm.models.multimodal.insert_token`, the loss mask shifted with it) and ``budget [B]``.
+* :func:`batch_factory` — the LLaVA instruction json of ``data.instruct_json`` (every assistant
+  turn a loss target, :mod:`jaxvlm.data.llava_instruct`) encoded once through the folder's
+  processor and chat template (:func:`jaxvlm.data.vlm_inputs.encode`), with the latency token
+  inserted after the image tokens (:func:`jaxvlm.models.multimodal.insert_token`, the loss mask
+  shifted with it) and ``budget [B]``.
 * :func:`loss_fn` — Gumbel top-K over the visual tokens (the straight-through mask gates the
   attention weights of their keys, :func:`key_gated_attention`; positions renumbered over the
   kept tokens as at inference), Gumbel top-k over the layers (every layer computed, gated; head
@@ -25,12 +27,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from jaxvlm.data import vlm_batches
+from jaxvlm.data import llava_instruct, sft, vlm_inputs
 from jaxvlm.errors import CheckpointError, ConfigError
 from jaxvlm.models import multimodal as mm
 from jaxvlm.training.checkpoint import Checkpointer
 from jaxvlm.training.losses import lm_loss_from_logits
-from jaxvlm.training.vlm import vqa_batch_factory
+from jaxvlm.training.trainer import BatchFactory
+from jaxvlm.training.vlm import merge_size
 
 HEADS = ("latency_encoder", "scheduler", "controller")
 UNIT_HEAD = "unit_scheduler"  # head granularity only
@@ -48,21 +51,34 @@ def sample_budget(rng: np.random.Generator, num_layers: int, prefix: int,
   return float(rng.uniform(low, (c + 1) / num_layers - 1e-3))
 
 
-def batch_factory(config, tokenizer, model):
-  """``batch_fn`` for :func:`jaxvlm.training.vlm.train_tiny_vlm` (``model``: an AdaLlava)."""
-  base = vqa_batch_factory(config, tokenizer, model.vlm)
-  ada = config.model.adallava
+def instruct_rows(processor, path: str, image_folder: str, limit: int | None = None) -> dict:
+  """Trainer rows of a LLaVA instruction file: one row per assistant turn, the loss on it."""
+  examples = llava_instruct.training_examples(
+      llava_instruct.read_llava_instruct(path, image_folder, limit))
+  batch = vlm_inputs.encode(processor, [c for c, _ in examples], answers=[a for _, a in examples])
+  return vlm_inputs.as_rows(batch, merge_size(processor))
+
+
+def batch_factory(config, processor, model) -> BatchFactory:
+  """``batch_fn`` for :func:`jaxvlm.training.vlm.train_vlm` (``model``: an AdaLlava): the rows of
+  ``data.instruct_json`` / ``data.instruct_images`` with the latency token, a latency budget
+  (:func:`sample_budget`) and a token budget (uniform in ``[min_token_budget, 1]``) per batch."""
+  d, ada = config.data, config.model.adallava
+  base = sft.batch_factory(instruct_rows(processor, d.instruct_json, d.instruct_images,
+                                         d.instruct_limit or None), config.train.batch_size)
   lat, img = ada.latency_token_id, model.image_token_id
 
   def factory(seed: int, start_step: int):
     for step, batch in enumerate(base(seed, start_step), start_step):
       ins = mm.insert_token(batch["input_ids"], batch["attention_mask"], lat, after_id=img,
                             extra={"loss_mask": batch["loss_mask"]})
-      b = sample_budget(np.random.default_rng([seed, step]), model.num_layers,
-                        model.config.prefix_layers, ada.min_budget)
+      rng = np.random.default_rng([seed, step])
+      b = sample_budget(rng, model.num_layers, model.config.prefix_layers, ada.min_budget)
+      k = float(rng.uniform(ada.min_token_budget, 1.0))
+      rows = len(ins.input_ids)
       yield {**batch, "input_ids": ins.input_ids, "attention_mask": ins.attention_mask,
-             "loss_mask": ins.extra["loss_mask"],
-             "budget": np.full((len(ins.input_ids),), b, np.float32)}
+             "loss_mask": ins.extra["loss_mask"], "budget": np.full((rows,), b, np.float32),
+             "token_budget": np.full((rows,), k, np.float32)}
   return factory
 
 
@@ -87,13 +103,16 @@ def key_gated_attention(gate: jax.Array):
 
 
 def loss_fn(model, batch: dict, rng: jax.Array) -> tuple[jax.Array, dict]:
-  """Next-token CE on the answers of a :func:`batch_factory` batch under its budgets."""
+  """Next-token CE on the answers of a :func:`batch_factory` batch under its latency budget
+  (layers) and token budget (visual tokens kept)."""
   k_tokens, k_layers = jax.random.split(rng)
   ids, budget = jnp.asarray(batch["input_ids"]), jnp.asarray(batch["budget"])
-  pixels = vlm_batches.model_inputs(model.vlm, batch)["pixel_values"]
+  token_budget = jnp.asarray(batch["token_budget"])
+  pixels = vlm_inputs.model_kwargs(model.vlm, batch)["pixel_values"]
   feats = model.vlm.get_image_features(pixels)  # [B, N, H]
   latency = model.latency_encoder(budget)
-  keep = model.keep_tokens(model.controller(feats, latency), budget, rng=k_tokens)  # [B, N]
+  keep = model.keep_tokens(model.controller(feats, token_budget), token_budget,
+                           rng=k_tokens)  # [B, N]
   emb = model.embed_inputs(ids, feats.reshape(-1, feats.shape[-1]), latency)
   is_image = ids == model.image_token_id
   slot = jnp.clip(jnp.cumsum(is_image, axis=1) - 1, 0, keep.shape[1] - 1)
@@ -104,7 +123,8 @@ def loss_fn(model, batch: dict, rng: jax.Array) -> tuple[jax.Array, dict]:
               budget=budget, latency_index=model.latency_index(ids), rng=k_layers, train=True,
               attention_fn=key_gated_attention(gate))
   loss, aux = lm_loss_from_logits(out.logits, batch)
-  return loss, {**aux, "budget": budget.mean(), "visual_kept": keep.sum(1).mean()}
+  return loss, {**aux, "budget": budget.mean(), "token_budget": token_budget.mean(),
+                "visual_kept": keep.sum(1).mean()}
 
 
 def trainable_filter(mode: str):
