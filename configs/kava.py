@@ -110,9 +110,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # CODI weight (alpha1) 1, not the 10 of LLaMA-1B (REFERENCES): at 10 the CODI term
     # dominates the 2-layer student's loss and KAVA ends at or below No-CoT (first 200 held-out
     # problems: KAVA 25% CPU / 19% GPU vs No-CoT 23% / 21%); at 1, KAVA 29% CPU / 32% GPU on
-    # 1000. ``kava.codi_offset=1`` (compare the state that predicts the first answer digit,
-    # after the char tokenizer's separate space) raises the CODI loss from ~0.0003 to ~0.1 but
-    # lowers accuracy (GPU, weight 1: KAVA 28.7%; weight 10: 15%), so the offset stays 0.
+    # 1000. Measured with offset 0 (the state after the delimiter, which predicts the space):
+    # ``codi_offset=1`` (now what "auto" resolves to for the char tokenizer) raised the CODI loss
+    # from ~0.0003 to ~0.1; KAVA 28.7% on the GPU at weight 1, within the seeds' spread.
     c.kava.weights.codi = 1.0
     return c
   if preset == "smollm2":
@@ -170,7 +170,8 @@ def smollm2(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                 max_new_tokens_cot=64, max_new_tokens_answer=8)
   c.kava.update(num_latents=24, iterations=3)
   c.lora.update(rank=128, alpha=32.0, dropout=0.1)
-  c.optimizer.update(lr=8e-4, warmup_steps=30, weight_decay=0.1, grad_clip=2.0)
-  c.train.update(steps=500, batch_size=32, grad_accum=1, log_every=25, eval_batch_size=250)
+  c.optimizer.update(lr=8e-4, warmup_steps=20, weight_decay=0.1, grad_clip=2.0)
+  # 300 steps of 32 (1.2 epochs): sized so that six rows x two seeds fit one 10-minute GPU call
+  c.train.update(steps=300, batch_size=32, grad_accum=1, log_every=25, eval_batch_size=250)
   c.ablation.update(rows="cot,nocot,pccot,kava,kava_dense,kava_special", seeds="0,1")
   return c
