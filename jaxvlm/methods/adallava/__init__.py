@@ -1,6 +1,6 @@
 """AdaLLaVA: latency-budget scheduler over decoder layers (or heads / MLP rows inside them) and a
 token-budget vision-token controller on LLaVA (``modeling``), exact-k Gumbel selection
-(``gumbel``), FLOPs (``flops``), width gating (``width``) and the published checkpoint layout
+(``gumbel``), FLOPs (``flops``) and the published checkpoint layout
 (``checkpoint``)."""
 
 from jaxvlm.methods.adallava.gumbel import gumbel_topk, topk_mask
