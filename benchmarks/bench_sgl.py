@@ -6,9 +6,11 @@ models, pixel shuffle 0.5 + ``mlp1``. Batch 8, one 448² tile + thumbnail per im
 tokens), 32 text tokens, 16 new tokens (no EOS).
 
 * ours, keep r (1.0 / 0.4 / 0.09): one InternViT encoding for both models, the guide's 16-token
-  generation and its map-free importance (:func:`jaxvlm.methods.sgl.guide_on_batch`, early exit
-  off), ``int(512 r)`` visual tokens kept from layer 0 (``select_tokens``) and the decoder's
-  KV-cached generation on them (:func:`jaxvlm.methods.sgl.pruned_generate`); cuDNN attention.
+  generation, its map-free importance and early-exit scores (:func:`jaxvlm.methods.sgl.
+  guide_on_batch`), ``int(512 r)`` visual tokens kept from layer 0 (``select_keep`` on device)
+  and the decoder's KV-cached generation on them (:func:`jaxvlm.methods.sgl.pruned_generate`);
+  cuDNN attention. The end-to-end run of the real preset on real-format folders (dynamic tiles,
+  early exit) is ``benchmarks/run_sgl_real.py``.
 * ours, 8B alone: :func:`jaxvlm.generation.generate` of the decoder with all visual tokens.
 * PyTorch 8B alone (keep 1.0, the anchor): what ``InternVLChatModel.generate`` does, written out
   because InternVL2 is not in ``transformers``: a plain torch InternViT-300M (same layer layout,
@@ -48,6 +50,7 @@ from jaxvlm.generation import generate  # noqa: E402
 from jaxvlm import frozen  # noqa: E402
 from jaxvlm.methods import sgl  # noqa: E402
 from jaxvlm.methods.sgl import pipeline  # noqa: E402
+from jaxvlm.methods.sgl.importance import kept_counts  # noqa: E402
 
 IMG = 92546  # <IMG_CONTEXT> of the InternVL2 tokenizer
 VIT_300M = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
@@ -100,10 +103,11 @@ def ours(s: dict, batch: dict) -> tuple[dict, dict]:
     features = pipeline.vision_features(guide, px)
     image = pipeline.project(guide, features)
     g = sgl.guide_on_batch(guide, marks, batch, image, s["new"])
-    kept = np.asarray(sgl.select_visual(g["importance"], keep))
+    kept = sgl.select_keep(g["importance"], g["counts"], keep)
     d_image = pipeline.project(decoder, features)
     settings = sgl.SGLSettings(prune_ratio=keep, prune_layer=0.0, max_new_tokens=s["new"])
-    return sgl.pruned_generate(decoder, marks, batch, kept, settings, image_features=d_image)
+    return sgl.pruned_generate(decoder, marks, batch, kept, kept_counts(g["counts"], keep),
+                               settings, image_features=d_image)
 
   def alone():
     return generate(decoder, batch["input_ids"], batch["attention_mask"], s["new"],
@@ -115,12 +119,14 @@ def ours(s: dict, batch: dict) -> tuple[dict, dict]:
   features = pipeline.vision_features(guide, px)
   image, d_image = pipeline.project(guide, features), pipeline.project(decoder, features)
   g = sgl.guide_on_batch(guide, marks, batch, image, s["new"])
-  kept = np.asarray(sgl.select_visual(g["importance"], 0.4))
+  kept = sgl.select_keep(g["importance"], g["counts"], 0.4)
+  count = kept_counts(g["counts"], 0.4)
   settings = sgl.SGLSettings(prune_ratio=0.4, prune_layer=0.0, max_new_tokens=s["new"])
   new, _, cache = pipeline._generate(guide, marks, batch, s["new"], image_features=image,
                                      return_cache=True)
   markers, mask, query = pipeline._with_generated(batch, new, np.full(len(new), s["new"]),
                                                   s["image"])
+  seq = np.concatenate([batch["input_ids"], new], 1)
   embeds = pipeline._embed(guide, jnp.asarray(batch["input_ids"]), jnp.asarray(new), image)
   stages = {
       "vision + both projections": lambda: [pipeline.project(m, f) for f in [
@@ -130,13 +136,13 @@ def ours(s: dict, batch: dict) -> tuple[dict, dict]:
       "guide generate alone": lambda: pipeline._generate(guide, marks, batch, s["new"],
                                                          image_features=image)[0],
       "guide importance on its cache": lambda: sgl.visual_importance(
-          guide, np.maximum(markers, 0), mask, query, markers == s["image"], cache=cache,
-          inputs_embeds=embeds),
-      "select_visual": lambda: sgl.select_visual(g["importance"], 0.4),
-      "decoder pruned generate": lambda: sgl.pruned_generate(decoder, marks, batch, kept,
-                                                             settings, image_features=d_image),
+          guide, seq, mask, query, markers == s["image"], cache=cache, inputs_embeds=embeds,
+          return_logprobs=True),
+      "select_keep": lambda: sgl.select_keep(g["importance"], g["counts"], 0.4),
+      "decoder pruned generate": lambda: sgl.pruned_generate(
+          decoder, marks, batch, kept, count, settings, image_features=d_image),
       "decoder pruned prefill (1 new token)": lambda: sgl.pruned_generate(
-          decoder, marks, batch, kept, dataclasses.replace(settings, max_new_tokens=1),
+          decoder, marks, batch, kept, count, dataclasses.replace(settings, max_new_tokens=1),
           image_features=d_image)}
   return runs, {"stages": stages, "visual_tokens": int((batch["input_ids"][0] == s["image"]).sum()),
                 "models": (guide, decoder)}

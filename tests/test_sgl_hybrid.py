@@ -7,14 +7,17 @@ import os
 import numpy as np
 
 from jaxvlm import cli, models
+from jaxvlm.models import tiny
 from jaxvlm.models.weights import read_safetensors_folder
-from jaxvlm.training import vlm
+
+TOKENIZER = tiny.train_tokenizer("internvl_chat", ["what number is on the red object?"])
 
 
 def _save(path, seed, vision_width=64, lm_width=64):
-  hf = vlm.tiny_vlm_config("internvl_chat", vision_config=dict(hidden_size=vision_width),
-                           llm_config=dict(hidden_size=lm_width, intermediate_size=2 * lm_width,
-                                           num_hidden_layers=1))
+  hf = tiny.tiny_vlm_config("internvl_chat", TOKENIZER,
+                            vision_config=dict(hidden_size=vision_width),
+                            llm_config=dict(hidden_size=lm_width, intermediate_size=2 * lm_width,
+                                            num_hidden_layers=1))
   models.save_pretrained(models.from_config(hf, seed=seed), str(path))
   (path / "tokenizer_config.json").write_text("{}")
   (path / "modeling_internvl_chat.py").write_text("# remote code\n")

@@ -1,66 +1,52 @@
-"""The real-checkpoint path on tiny weights: TextVQA records (real layout fixture) through the
-InternVL2 prompt (ChatML, ``<img><IMG_CONTEXT>*N</img>``, dynamic tiling) of an HF tokenizer into
-the guided pipeline, and the runner's files."""
-
-import json
-import os
+"""SGL prompts on a tiny real-format InternVL2 folder equal what the InternVL2 remote code's
+``chat`` builds (its published ``internlm2-chat`` template written out here: system message,
+``<image>\\n`` + question, ``<img><IMG_CONTEXT>*N</img>``, BOS from the tokenizer), for an image
+of several tiles; a tile count < 1 is refused by name."""
 
 import numpy as np
-import tokenizers
-import transformers
+import pytest
 
-from jaxvlm import models
-from jaxvlm.data.textvqa import read_textvqa
+from jaxvlm.errors import ConfigError
 from jaxvlm.methods import sgl
-from jaxvlm.training import vlm
+from jaxvlm.models.chat import load_processor
+from jaxvlm.models.tiny import write_tiny_vlm_folder
 
-FIX = os.path.join(os.path.dirname(__file__), "fixtures", "textvqa")
-SPECIAL = ["<unk>", "<pad>", "<IMG_CONTEXT>", "<img>", "</img>", "<|im_start|>", "<|im_end|>"]
-
-
-def _tokenizer():
-  words = ("system user assistant you are a helpful what is the brand of this camera does small "
-           "white text spell kind beer ? \n").split(" ")
-  vocab = {w: i for i, w in enumerate(SPECIAL + sorted(set(words) - {""}))}
-  tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
-  tok.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
-  fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>",
-                                              pad_token="<pad>")
-  fast.add_special_tokens({"additional_special_tokens": SPECIAL[2:]})
-  return fast
+SYSTEM = ("你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, "
+          "是一个有用无害的人工智能助手。")
+QUESTION = "what number is on the red object?"
+PROMPT = "{question} Answer the question using a single word or phrase."
 
 
-def test_textvqa_through_internvl2_prompts(tmp_path, max_num=2):
-  tok = _tokenizer()
-  image = tok.convert_tokens_to_ids("<IMG_CONTEXT>")
-  hf = lambda width: vlm.tiny_vlm_config(
-      "internvl_chat", img_context_token_id=image,
-      llm_config=dict(vocab_size=len(tok), hidden_size=width, intermediate_size=2 * width,
-                      num_hidden_layers=1))
-  decoder = models.from_config(hf(32), seed=0)
-  guide = sgl.with_vision_tower(models.from_config(hf(16), seed=1), decoder)
-  gp, dp = (sgl.InternVL2Prompter(m, tok, max_num=max_num, image_size=32) for m in (guide, decoder))
-  samples = read_textvqa(os.path.join(FIX, "TextVQA_0.5.1_val.json"),
-                         os.path.join(FIX, "train_images"))
-  per_tile = decoder.config.tokens_per_image
-  tiles = [1, 1, 3]  # max_num 2: the 28 x 10 px image gives 2 tiles + thumbnail
-  assert [gp.num_visual(s) for s in samples] == [t * per_tile for t in tiles]
-  batch = dp.batch(samples[1:], [s.question for s in samples[1:]])
-  assert batch["pixel_values"].shape == (sum(tiles[1:]), 3, 32, 32)
-  assert ((batch["input_ids"] == image).sum(1) == [t * per_tile for t in tiles[1:]]).all()
-  settings = sgl.SGLSettings(prune_ratio=0.4, max_new_tokens=2, guide_max_new_tokens=2,
-                             early_exit_threshold=0.5)
-  fn = lambda b, step: sgl.guided_batch(guide, decoder, gp, dp, b, settings, shared=True,
-                                        step=step)
-  summary = sgl.run_samples("textvqa_tiny", str(tmp_path), samples, fn, batch_size=2,
-                            num_visual=gp.num_visual)
-  assert summary["n"] == 3
-  rows = json.loads((tmp_path / "textvqa_tiny.json").read_text())
-  assert [r["question_id"] for r in rows] == [34602, 34603, 34604]
-  assert [(r["num_visual"], r["num_kept"]) for r in rows] == [
-      (t * per_tile, int(0.4 * t * per_tile)) for t in tiles]  # batches grouped by token count
-  assert all(r["prediction"] == (r["small_answer"] if r["exited"] else r["large_answer"])
-             for r in rows)
-  stats = json.loads((tmp_path / "textvqa_tiny_stats.json").read_text())
-  assert [len(d) for d in stats["distributions"]] == [t * per_tile for t in tiles]
-  np.testing.assert_allclose([sum(d) for d in stats["distributions"]], 1.0, rtol=1e-6)
+def _remote_chat_query(question: str, tiles: int, tokens_per_tile: int) -> str:
+  """``InternVLChatModel.chat``: ``<image>\\n`` + question in the MPT-separated template, then
+  the ``<image>`` placeholder replaced by the tile tokens."""
+  query = (f"<|im_start|>system\n{SYSTEM}<|im_end|><|im_start|>user\n<image>\n{question}"
+           "<|im_end|><|im_start|>assistant\n")
+  return query.replace("<image>", "<img>" + "<IMG_CONTEXT>" * tokens_per_tile * tiles + "</img>",
+                       1)
+
+
+@pytest.fixture(scope="module")
+def processor(tmp_path_factory):
+  folder = write_tiny_vlm_folder("internvl_chat", str(tmp_path_factory.mktemp("ivl") / "m"),
+                                 [QUESTION, "1", "2"] * 8, seed=0)
+  return load_processor(folder)
+
+
+@pytest.mark.parametrize("size, tiles", [((32, 32), 1), ((32, 64), 3), ((96, 32), 4)])
+def test_prompt_ids_equal_remote_chat(processor, size, tiles):
+  sample = type("S", (), dict(image=np.full(size + (3,), 90, np.uint8), question=QUESTION))()
+  prompter = sgl.Prompter(processor, max_num=3)
+  text = PROMPT.format(question=QUESTION)
+  batch = prompter.batch([sample], [text])
+  tok = processor.tokenizer
+  want = tok(_remote_chat_query(text, tiles, processor.tokens_per_tile))["input_ids"]
+  got = batch["input_ids"][0][batch["attention_mask"][0] > 0].tolist()
+  assert got == want and want[0] == tok.bos_token_id  # BOS as chat's tokenizer call adds it
+  assert prompter.num_tiles(sample) == tiles == batch["num_patches"][0]
+  assert prompter.eos_token_id == tok.convert_tokens_to_ids("<|im_end|>")
+
+
+def test_tile_count_below_one_is_refused(processor):
+  with pytest.raises(ConfigError, match="data.max_num.*0"):
+    sgl.Prompter(processor, max_num=0)

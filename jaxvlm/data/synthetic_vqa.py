@@ -20,6 +20,12 @@ Question types (``question_types``):
   (per-episode mappings for in-context learning, :mod:`jaxvlm.methods.icd.icl`). With
   ``label_by="shape"`` and one ``label_seed`` the word is a function of the question text
   (which names the shape), so a model trained on such a split answers it without the image.
+* ``detail``    "what number is on the red object?" -> "3"       (answer_type ``number``): in
+  these scenes every object carries a number 1..4, drawn as that many white blocks at fixed
+  spots of its cell (:func:`mark_mask`); the question names one object by its colour, so the
+  answer lives in that one cell (one visual token when a token covers a cell) while the other
+  objects' numbers are distractors. Not among the default types (:data:`QUESTION_TYPES`); a
+  split without it renders and draws exactly as before.
 
 Each :class:`VQASample` has the ten answers of the VQA annotation layout: the true answer, with
 a seeded 0..3 of them replaced by a synonym or a wrong answer of the same type (so the official
@@ -54,6 +60,8 @@ COLORS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 90, 240),
           "yellow": (240, 220, 40), "purple": (170, 60, 210), "orange": (250, 140, 20)}
 BACKGROUND = (24, 24, 24)
 QUESTION_TYPES = ("color", "shape", "count", "position", "label")
+ALL_QUESTION_TYPES = QUESTION_TYPES + ("detail",)
+MAX_MARK = 4
 _SYNONYMS = {"top left": "upper left", "top right": "upper right", "bottom left": "lower left",
              "bottom right": "lower right", "square": "box", "circle": "ball", "cross": "plus",
              "diamond": "rhombus", "triangle": "pyramid", "purple": "violet"}
@@ -67,6 +75,7 @@ class SceneObject:
   color: str
   row: int
   col: int
+  mark: int = 0  # the number drawn on the object (``detail`` scenes), 0 = none
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,8 +152,22 @@ def shape_mask(shape: str, size: int) -> np.ndarray:
   raise ConfigError("shape", shape, f"one of {SHAPES}")
 
 
+def mark_mask(mark: int, size: int) -> np.ndarray:
+  """``[size, size]`` bool mask of number ``mark`` (0..4): that many blocks of side
+  ``max(1, size // 4)``, one centred in each quadrant of the cell, in reading order."""
+  if not 0 <= mark <= MAX_MARK:
+    raise ConfigError("mark", mark, f"an int in [0, {MAX_MARK}]")
+  side, half = max(1, size // 4), size // 2
+  out = np.zeros((size, size), bool)
+  for q in range(mark):
+    r0, c0 = (q // 2) * half + (half - side) // 2, (q % 2) * half + (half - side) // 2
+    out[r0:r0 + side, c0:c0 + side] = True
+  return out
+
+
 def render_scene(objects: Sequence[SceneObject], image_size: int, grid: int) -> np.ndarray:
-  """uint8 ``[image_size, image_size, 3]``: each object fills its cell's shape mask."""
+  """uint8 ``[image_size, image_size, 3]``: each object fills its cell's shape mask; its
+  number (if any) is drawn over it in white (:func:`mark_mask`)."""
   image = np.empty((image_size, image_size, 3), np.uint8)
   image[:] = BACKGROUND
   bounds = np.linspace(0, image_size, grid + 1).round().astype(int)
@@ -153,6 +176,8 @@ def render_scene(objects: Sequence[SceneObject], image_size: int, grid: int) -> 
     size = min(r1 - r0, c1 - c0)
     cell = image[r0:r0 + size, c0:c0 + size]
     cell[shape_mask(o.shape, size)] = COLORS[o.color]
+    if o.mark:
+      cell[mark_mask(o.mark, size)] = 255
   return image
 
 
@@ -165,10 +190,10 @@ def _check(image_size: int, grid: int, min_objects: int, max_objects: int,
   if not 1 <= min_objects <= max_objects <= limit:
     raise ConfigError("max_objects", max_objects,
                       f"1 <= min_objects={min_objects} <= max_objects <= {limit}")
-  bad = [q for q in question_types if q not in QUESTION_TYPES]
+  bad = [q for q in question_types if q not in ALL_QUESTION_TYPES]
   if bad or not question_types:
     raise ConfigError("question_types", tuple(question_types),
-                      f"a non-empty subset of {QUESTION_TYPES}")
+                      f"a non-empty subset of {ALL_QUESTION_TYPES}")
 
 
 def _noisy_answers(rng: np.random.Generator, answer: str, alternatives: Sequence[str]
@@ -198,7 +223,13 @@ def make_sample(index: int, *, seed: int, image_size: int = 32, grid: int = 4,
   qtype = str(question_types[int(rng.integers(len(question_types)))])
   target = objects[int(rng.integers(n))]
   label_class = None
-  if qtype == "color":
+  if qtype == "detail":  # numbers drawn after every other choice: other types draw as before
+    marks = rng.integers(1, MAX_MARK + 1, n)
+    objects = tuple(dataclasses.replace(o, mark=int(m)) for o, m in zip(objects, marks))
+    target = objects[[o.color for o in objects].index(target.color)]
+    question, answer = f"what number is on the {target.color} object?", str(target.mark)
+    alternatives = [str(i) for i in range(1, MAX_MARK + 1)]
+  elif qtype == "color":
     question, answer, alternatives = f"what color is the {target.shape}?", target.color, COLORS
   elif qtype == "shape":
     question, answer, alternatives = f"what shape is {target.color}?", target.shape, SHAPES
@@ -220,7 +251,8 @@ def make_sample(index: int, *, seed: int, image_size: int = 32, grid: int = 4,
   return VQASample(question_id=index * 1000, image_id=index,
                    image=render_scene(objects, image_size, grid), question=question,
                    answers=answers, answer=majority, question_type=qtype,
-                   answer_type="number" if qtype == "count" else "other", objects=objects,
+                   answer_type="number" if qtype in ("count", "detail") else "other",
+                   objects=objects,
                    target_cells=cells_used, label_class=label_class)
 
 

@@ -1,5 +1,6 @@
-"""TextVQA (official ``TextVQA_0.5.1_val.json`` + image folder) and the cached jsonl form of any
-VQA split, both as :class:`~jaxvlm.data.vqa.VQARecord` lists.
+"""TextVQA (official ``TextVQA_0.5.1_val.json`` + image folder), the InternVL / SGL evaluation
+layout and the cached jsonl form of any VQA split, all as :class:`~jaxvlm.data.vqa.VQARecord`
+lists.
 
 * :func:`read_textvqa` — ``{"dataset_name": "textvqa", "data": [{"question_id", "question",
   "image_id", "answers": [10], ...}]}``; images ``image_dir/<image_id>.jpg`` (the official
@@ -7,6 +8,12 @@ VQA split, both as :class:`~jaxvlm.data.vqa.VQARecord` lists.
 * :func:`write_vqa_jsonl` / :func:`read_vqa_jsonl` — one object per line: ``question_id``,
   ``image`` (path, relative to the jsonl's folder or absolute), ``question``, ``answers``
   (SGL caches VQAv2 / TextVQA val this way; a run reads the cache instead of the json files).
+* :func:`read_internvl_vqa` — the files InternVL's and SGL's ``evaluate_vqa.py`` read
+  (``data/textvqa/textvqa_val.jsonl`` + ``textvqa_val_annotations.json``, ``data/vqav2/
+  vqav2_val.jsonl`` + ``v2_mscoco_val2014_annotations.json``): one jsonl object per question with
+  ``question_id``, ``question``, ``image`` (a path relative to the data root, e.g.
+  ``data/textvqa/train_images/<id>.jpg``) and a single ``answer``; the ten answers come from the
+  VQA-format annotation json (``{"annotations": [{"question_id", "answers": [{"answer"}]}]}``).
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from typing import Sequence
 
 from jaxvlm.data import records
 from jaxvlm.data.vqa import VQARecord, majority, read_json
-from jaxvlm.errors import MissingFileError
+from jaxvlm.errors import DataFileError, MissingFileError
 
 
 def read_textvqa(json_path: str, image_dir: str, limit: int | None = None) -> list[VQARecord]:
@@ -63,6 +70,55 @@ def read_vqa_jsonl(path: str, limit: int | None = None) -> list[VQARecord]:
         image_path=os.path.join(base, records.text(e, "image", path, where)),
         question=records.text(e, "question", path, where), answers=answers,
         answer=majority(answers), question_type=str(e.get("question_type", "")),
+        answer_type=str(e.get("answer_type", ""))))
+    if limit is not None and len(out) >= limit:
+      break
+  return out
+
+
+def _annotated_answers(annotations_json: str) -> dict[int, tuple[str, ...]]:
+  """question id -> its ten answers, from a VQA-format annotation json."""
+  data = read_json(annotations_json, "annotations", "VQA annotations")
+  out = {}
+  for i, a in enumerate(data["annotations"]):
+    records.require(a, ("question_id", "answers"), annotations_json, f"annotation {i}")
+    qid = records.integer(a, "question_id", annotations_json, f"annotation {i}")
+    where = f"annotation of question {qid}"
+    if not isinstance(a["answers"], list):
+      raise DataFileError(annotations_json, f"{where}: field 'answers' is {a['answers']!r}, "
+                                            "expected a list of {\"answer\": ...} objects")
+    answers = []
+    for k, x in enumerate(a["answers"]):
+      records.require(x, ("answer",), annotations_json, f"{where}, answer {k}")
+      answers.append(records.text(x, "answer", annotations_json, f"{where}, answer {k}"))
+    out[qid] = tuple(answers)
+  return out
+
+
+def read_internvl_vqa(jsonl_path: str, annotations_json: str, data_root: str,
+                      limit: int | None = None, question_type: str = "") -> list[VQARecord]:
+  """The first ``limit`` (all when None) questions of an InternVL / SGL evaluation jsonl, their
+  ten answers from ``annotations_json`` and their images under ``data_root`` (module
+  docstring). A row without ``answer`` names the jsonl line; a question the annotation file
+  lacks names both files."""
+  answers = _annotated_answers(annotations_json)
+  out = []
+  for n, e in records.json_lines(jsonl_path, "InternVL VQA jsonl"):
+    where = f"line {n}"
+    records.require(e, ("question_id", "question", "image", "answer"), jsonl_path, where)
+    qid = records.integer(e, "question_id", jsonl_path, where)
+    if qid not in answers:
+      raise DataFileError(annotations_json, f"no annotation of question {qid} (line {n} of "
+                                            f"{jsonl_path})")
+    path = os.path.join(data_root, records.text(e, "image", jsonl_path, where))
+    if not os.path.exists(path):
+      raise MissingFileError(path, f"image of question {qid} ({jsonl_path} line {n}, under "
+                                   f"data root {data_root})")
+    out.append(VQARecord(
+        question_id=qid, image_id=e.get("image_id", -1), image_path=path,
+        question=records.text(e, "question", jsonl_path, where), answers=answers[qid],
+        answer=records.text(e, "answer", jsonl_path, where),
+        question_type=str(e.get("question_type", question_type)),
         answer_type=str(e.get("answer_type", ""))))
     if limit is not None and len(out) >= limit:
       break

@@ -85,7 +85,7 @@ def generate(model: nnx.Module, input_ids, attention_mask=None, max_new_tokens: 
              *, temperature: float | None = None, top_k: int | None = None,
              top_p: float | None = None, eos_token_id: int | list[int] | None = None,
              pad_token_id: int | None = None, rng: jax.Array | None = None,
-             return_cache: bool = False, stop_check_every: int = 1,
+             return_cache: bool = False, stop_check_every: int = 1, min_new_tokens: int = 0,
              **model_kwargs) -> GenerateOutput:
   """Generates up to ``max_new_tokens`` tokens after a left-padded prompt batch.
 
@@ -100,8 +100,9 @@ def generate(model: nnx.Module, input_ids, attention_mask=None, max_new_tokens: 
   copy that drains the stream (measured at under 1% of a 7B decode step on an H200,
   ``benchmarks/bench_decode_step.py``); with k > 1 up to k - 1 steps run after the last EOS
   (their tokens are padding; the outputs are the same for every k). Without EOS ids the step
-  count is fixed and nothing is tested. Extra ``model_kwargs`` (pixel values, image grids) go to
-  ``model.prefill_inputs``.
+  count is fixed and nothing is tested. ``min_new_tokens`` = m: no EOS id is picked among the
+  first m tokens (``transformers``' ``min_new_tokens``). Extra ``model_kwargs`` (pixel values,
+  image grids) go to ``model.prefill_inputs``.
   """
   defaults = model_defaults(model)
   sampling = defaults.sampling()
@@ -121,6 +122,8 @@ def generate(model: nnx.Module, input_ids, attention_mask=None, max_new_tokens: 
   _validate(input_ids, attention_mask, max_new_tokens, temperature, top_k, top_p)
   if stop_check_every < 1:
     raise ConfigError("stop_check_every", stop_check_every, "an integer >= 1")
+  if not 0 <= min_new_tokens <= max_new_tokens:
+    raise ConfigError("min_new_tokens", min_new_tokens, f"an integer in [0, {max_new_tokens}]")
   rng = jax.random.key(0) if rng is None else rng
   if model_kwargs and hasattr(model, "prepare_inputs"):
     model_kwargs = model.prepare_inputs(input_ids, attention_mask, **model_kwargs)
@@ -129,17 +132,18 @@ def generate(model: nnx.Module, input_ids, attention_mask=None, max_new_tokens: 
       graphdef, state, input_ids, attention_mask, rng, model_kwargs,
       max_new_tokens=max_new_tokens, temperature=float(temperature), top_k=int(top_k),
       top_p=float(top_p), eos=eos, pad_token_id=int(pad_token_id), return_cache=return_cache,
-      stop_check_every=int(stop_check_every))
+      stop_check_every=int(stop_check_every), min_new_tokens=int(min_new_tokens))
   return GenerateOutput(jnp.concatenate([input_ids, new_tokens], axis=1), num,
                         prompt_length=input_ids.shape[1], cache=cache)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "temperature",
                                               "top_k", "top_p", "eos", "pad_token_id",
-                                              "return_cache", "stop_check_every"))
+                                              "return_cache", "stop_check_every",
+                                              "min_new_tokens"))
 def _generate_jit(graphdef, state, input_ids, attention_mask, rng, model_kwargs, *,
                   max_new_tokens, temperature, top_k, top_p, eos, pad_token_id, return_cache,
-                  stop_check_every):
+                  stop_check_every, min_new_tokens=0):
   model = nnx.merge(graphdef, state)
   batch = input_ids.shape[0]
   sample = functools.partial(sample_logits, temperature=temperature, top_k=top_k, top_p=top_p)
@@ -157,23 +161,33 @@ def _generate_jit(graphdef, state, input_ids, attention_mask, rng, model_kwargs,
                                              cache=cache, logits_to_keep=1, **decode_kwargs)
   tokens, num, cache = decode(step_fn, out.logits[:, -1], out.cache, rng,
                               max_new_tokens=max_new_tokens, sample=sample, eos=eos,
-                              pad_token_id=pad_token_id, stop_check_every=stop_check_every)
+                              pad_token_id=pad_token_id, stop_check_every=stop_check_every,
+                              min_new_tokens=min_new_tokens)
   return tokens, num, cache if return_cache else None
 
 
 def decode(step_fn, logits, cache, rng, *, max_new_tokens: int, sample=None, eos=(),
-           pad_token_id: int = 0, stop_check_every: int = 1):
+           pad_token_id: int = 0, stop_check_every: int = 1, min_new_tokens: int = 0):
   """The decode loop after a prefill (traced; for use inside ``jit``): samples the first token
   from ``logits [B, V]``, then feeds each token back through ``step_fn(token [B], cache, step)
   -> output with .logits [B, 1, V] and .cache`` (``step`` = index of the token being fed, 0 =
   the first generated one) until ``max_new_tokens`` tokens or every row has emitted one of the
-  ``eos`` ids (tested once per ``stop_check_every`` steps, see :func:`generate`). ``sample``:
+  ``eos`` ids (tested once per ``stop_check_every`` steps, see :func:`generate`); no EOS id is
+  picked among the first ``min_new_tokens`` tokens. ``sample``:
   ``(logits, key) -> ids`` (default greedy). Returns (tokens ``[B, max_new_tokens]``, padded with
   ``pad_token_id`` after EOS; tokens generated per row incl. EOS; the final cache)."""
   sample = sample or (lambda lg, _: jnp.argmax(lg, axis=-1).astype(jnp.int32))
+
+  def pick(lg, key, index):  # index: position of the token among the new ones
+    if min_new_tokens and eos:
+      is_eos_id = jnp.zeros(lg.shape[-1], bool).at[jnp.asarray(eos, jnp.int32)].set(True)
+      lg = jnp.where((index < min_new_tokens) & is_eos_id, jnp.finfo(jnp.float32).min,
+                     lg.astype(jnp.float32))
+    return sample(lg, key)
+
   batch = logits.shape[0]
   rng, key = jax.random.split(rng)
-  token = sample(logits, key)
+  token = pick(logits, key, 0)
   eos_arr = jnp.asarray(eos if eos else (-1,), jnp.int32)
   is_eos = lambda t: jnp.any(t[:, None] == eos_arr[None, :], axis=-1) if eos else jnp.zeros(
       t.shape, bool)
@@ -183,7 +197,7 @@ def decode(step_fn, logits, cache, rng, *, max_new_tokens: int, sample=None, eos
     step, token, cache, tokens, done, num, rng = carry
     out = step_fn(token, cache, step - 1)
     rng, key = jax.random.split(rng)
-    nxt = jnp.where(done, pad_token_id, sample(out.logits[:, -1], key))
+    nxt = jnp.where(done, pad_token_id, pick(out.logits[:, -1], key, step))
     tokens = jax.lax.dynamic_update_slice(tokens, nxt[:, None], (0, step))
     num = num + (~done).astype(jnp.int32)
     done = done | is_eos(nxt)

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxvlm.data import vlm_batches
+from jaxvlm.data import vlm_inputs
 from jaxvlm.training.losses import lm_loss_from_logits
 
 
@@ -30,7 +30,7 @@ def with_vision_tower(model, source):
 def frozen_tower_loss(model, batch: dict, rng: jax.Array):
   """:func:`jaxvlm.training.vlm.vlm_lm_loss` with the vision tower frozen."""
   del rng
-  inputs = vlm_batches.model_inputs(model, batch)
+  inputs = vlm_inputs.model_kwargs(model, batch)
   features = jax.lax.stop_gradient(model.vision_features(inputs.pop("pixel_values")))
   image = model.multi_modal_projector(features)
   logits = model(**inputs, image_features=image.reshape(-1, image.shape[-1])).logits
@@ -44,7 +44,7 @@ def visual_dropout_loss(keep_ratios=(1.0, 0.4, 0.09)):
   ratios = jnp.asarray(keep_ratios, jnp.float32)
 
   def loss_fn(model, batch: dict, rng: jax.Array):
-    inputs = vlm_batches.model_inputs(model, batch)
+    inputs = vlm_inputs.model_kwargs(model, batch)
     ids, mask = jnp.asarray(inputs["input_ids"]), jnp.asarray(inputs["attention_mask"])
     pick, draw = jax.random.split(rng)
     ratio = jax.random.choice(pick, ratios, (ids.shape[0], 1))

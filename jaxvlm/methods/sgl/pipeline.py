@@ -1,25 +1,33 @@
 """The SGL pipeline on one batch: shared vision, the guide pass, early exit, pruned decoding.
 
-:func:`guided_batch` — one vision encoding (:func:`shares_vision`: the same tower weights) feeds
-both projectors; the guide generates (answer or CoT), its importance over the visual tokens is
-the map-free attention of its prompt text after the image and of its generated tokens
-(:func:`~jaxvlm.methods.sgl.importance.visual_importance` re-run on the generation's own KV cache
-for the text after the image and the generated tokens only: the attention they had while
-generating, without a second prefill); the large model keeps
-``int(N * prune_ratio)`` visual tokens (``select_tokens``) from layer ``int(L * prune_layer)``
-through the KV-cached ``generate`` (:class:`~jaxvlm.models.multimodal.LayerPrune`, original
-position ids). Early exit: confidence = exp(mean log p) of the guide's generated tokens,
-consistency = the same for its answer teacher-forced with only ``consistency_token_ratio`` of its
-visual tokens (its own top tokens, pruned at layer 0), score = (conf + cons) / 2; a sample whose
-score reaches ``early_exit_threshold`` is answered by the guide (the large model runs on the
-batch unless every sample in it exits; its answers are recorded, "" when it did not run).
+:func:`guided_batch` — prompts through each model's processor (:class:`~.prompters.Prompter`:
+dynamic tiles, so each row has its own number of visual tokens ``N_b``); with a shared tower
+(:func:`shares_vision`, or forced) one vision encoding feeds both projectors. The guide generates
+(answer or CoT, ``min_new_tokens`` 1). Its importance over the visual tokens is the map-free
+attention of its prompt text after the image and of its generated tokens
+(:func:`~jaxvlm.methods.sgl.importance.visual_importance`, re-run on the generation's own KV cache
+for those columns only), and the same pass gives its token probabilities. Early exit, as SGL's
+evaluation computes it: confidence = geometric mean of the generated tokens' probabilities;
+consistency = their product when the guide re-reads its answer teacher-forced with only its top
+``int(N_b * consistency_token_ratio)`` visual tokens from layer 0; score = (confidence +
+consistency) / 2. A sample whose score reaches ``early_exit_threshold`` is answered by the guide
+and leaves the decoder batch (compaction: the decoder runs only on the others, in a batch rounded
+up to a power of two). The decoder keeps ``int(N_b * prune_ratio)`` visual tokens per row
+(selection and ``kept_index`` on device) from layer ``int(L * prune_layer)`` in the KV-cached
+``generate`` (:class:`~jaxvlm.models.multimodal.LayerPrune`, original position ids).
+
+Each record carries its share of the batch's seconds per stage (``preprocess``, ``vision``,
+``guide_generation``, ``importance``, ``consistency``, ``selection``, ``decoder``), measured
+with the device synchronised at each stage's end.
 
 :func:`single_model_batch` — one model alone in a ``reasoning_mode`` (the hybrid checkpoint rows).
 """
 
 from __future__ import annotations
 
-import functools
+import logging
+import time
+from collections import defaultdict
 from typing import Any, Sequence
 
 import jax
@@ -27,15 +35,20 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxvlm import frozen
 from jaxvlm.errors import ShapeError
 from jaxvlm.generation import generate
-from jaxvlm.methods.sgl.importance import prune_layer_index, select_visual, visual_importance
+from jaxvlm.methods.sgl.importance import (kept_counts, kept_positions, prune_layer_index,
+                                           pruned_length, select_keep, visual_importance)
 from jaxvlm.methods.sgl.settings import SGLSettings
-from jaxvlm import frozen
 from jaxvlm.models import multimodal as mm
+
+log = logging.getLogger(__name__)
 
 _VISION_FIELDS = ("vision", "vision_feature_layer", "vision_final_norm", "drop_cls",
                   "downsample_ratio")
+STAGES = ("preprocess", "vision", "guide_generation", "importance", "consistency", "selection",
+          "decoder")
 
 
 def shares_vision(a, b) -> bool:
@@ -53,6 +66,31 @@ def shares_vision(a, b) -> bool:
       x.shape == y.shape and np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
 
 
+def resolve_shared_vision(mode: str, guide, decoder) -> bool:
+  """``auto``: :func:`shares_vision`; ``force``: shared (a warning is logged when the towers
+  differ: the decoder then reads the guide tower's features); ``off``: each encodes its own."""
+  same = shares_vision(guide, decoder)
+  if mode == "force" and not same:
+    log.warning("sgl: shared vision forced although the guide's and the decoder's vision towers "
+                "differ; the decoder reads the guide tower's features")
+  return same if mode == "auto" else mode == "force"
+
+
+class StageTimer:
+  """Seconds per stage; :meth:`lap` waits for the stage's outputs, then books the time since
+  the previous lap to it."""
+
+  def __init__(self):
+    self.seconds = defaultdict(float)
+    self._last = time.perf_counter()
+
+  def lap(self, stage: str, *outputs) -> None:
+    jax.block_until_ready(outputs)
+    now = time.perf_counter()
+    self.seconds[stage] += now - self._last
+    self._last = now
+
+
 @frozen.jit
 def vision_features(model, pixel_values) -> jax.Array:
   """The vision tower's features of ``pixel_values`` (before the projector)."""
@@ -66,40 +104,37 @@ def project(model, features) -> jax.Array:
 
 
 @frozen.jit
-def _token_logprobs(model, input_ids, attention_mask, kept, source, target, kwargs):
+def _answer_logprobs(model, input_ids, attention_mask, kept, columns, targets, kwargs):
+  """``[B, T]`` log p(``targets``) predicted at sequence ``columns [B, T]`` with only the
+  ``kept`` tokens from layer 0 on."""
   logits = model(input_ids=input_ids, attention_mask=attention_mask,
                  prune=mm.LayerPrune(kept, 0), **kwargs).logits
-  rows = jnp.take_along_axis(logits, source[..., None], axis=1)  # [B, T, V]
-  logp = jax.nn.log_softmax(rows, axis=-1)
-  return jnp.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
+  b, s = input_ids.shape
+  rows = jnp.broadcast_to(jnp.arange(b)[:, None], kept.shape)
+  slot = jnp.full((b, s + 1), 0, jnp.int32).at[rows, jnp.where(kept >= 0, kept, s)].set(
+      jnp.broadcast_to(jnp.arange(kept.shape[1], dtype=jnp.int32), kept.shape))[:, :s]
+  picked = jnp.take_along_axis(logits, jnp.take_along_axis(slot, columns, 1)[..., None], axis=1)
+  logp = jax.nn.log_softmax(picked.astype(jnp.float32), axis=-1)
+  return jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
 
 
-def answer_score(model, input_ids, attention_mask, answer_ids, num_tokens, image_token_id: int,
-                 keep=None, **model_kwargs) -> np.ndarray:
-  """``[B]`` exp(mean log p) of each row's first ``num_tokens[b]`` of ``answer_ids [B, T]``, the
-  last T columns of the sequence (teacher-forced), with only the ``keep`` visual tokens (indices
-  ``[B, K]``; None = all) from layer 0 on. ``input_ids`` marks the visual tokens (the answer
-  columns may hold any id that is not ``image_token_id``)."""
-  ids, mask = np.asarray(input_ids), np.asarray(attention_mask)
-  b, s = ids.shape
-  num_answer = np.asarray(answer_ids).shape[1]
-  if keep is None:
-    n = int(((ids == image_token_id) & (mask > 0)).sum(1).max())
-    keep = np.tile(np.arange(n), (b, 1))
-  kept = mm.keep_visual_tokens(ids, mask, image_token_id, keep).kept_index
-  slot = np.full(ids.shape, -1, np.int64)  # original index -> slot among the kept tokens
-  rows, cols = np.nonzero(kept >= 0)
-  slot[rows, kept[rows, cols]] = cols
-  t = np.arange(num_answer)
+def answer_logprob(model, markers, attention_mask, keep, keep_count, prompt_length: int,
+                   answer_ids, num_tokens, image_token_id: int, **model_kwargs) -> np.ndarray:
+  """``[B]`` summed log-probability of each row's first ``num_tokens[b]`` ``answer_ids [B, T]``
+  (columns ``prompt_length ..`` of the sequence, teacher-forced) when only the visual tokens
+  ``keep [B, N]`` (``keep_count [B]`` of them) and every text token go on from layer 0.
+  ``markers``: the sequence ids with -1 at the generated columns (never taken as visual)."""
+  markers = np.asarray(markers)
+  t = np.arange(np.asarray(answer_ids).shape[1])
+  length = pruned_length(markers, attention_mask, image_token_id, keep_count)
+  kept = kept_positions(jnp.asarray(markers), jnp.asarray(attention_mask), keep,
+                        image_token_id=image_token_id, length=length)
+  columns = np.broadcast_to(prompt_length - 1 + t, (markers.shape[0], len(t)))
+  lp = _answer_logprobs(model, jnp.asarray(np.maximum(markers, 0), jnp.int32),
+                        jnp.asarray(attention_mask), kept, jnp.asarray(columns, jnp.int32),
+                        jnp.asarray(answer_ids, jnp.int32), model_kwargs)
   valid = t[None] < np.asarray(num_tokens)[:, None]
-  source = slot[:, s - num_answer - 1 + t]  # token s - T + t is predicted from the one before
-  if (source[valid] < 0).any():
-    raise ShapeError("num_tokens", np.asarray(num_tokens).tolist(), "answers after kept tokens")
-  lp = np.asarray(_token_logprobs(model, jnp.asarray(np.maximum(ids, 0)),
-                                      jnp.asarray(mask),
-                                      jnp.asarray(kept), jnp.asarray(np.maximum(source, 0)),
-                                      jnp.asarray(answer_ids, jnp.int32), model_kwargs))
-  return np.exp((lp * valid).sum(1) / np.maximum(valid.sum(1), 1))
+  return np.asarray((lp * valid).sum(1))
 
 
 @frozen.jit
@@ -108,11 +143,12 @@ def _embed(model, prompt_ids, new_tokens, image_features):
   return jnp.concatenate([prompt, model.language_model.model.embed_tokens(new_tokens)], axis=1)
 
 
-def _generate(model, prompter, batch: dict, max_new_tokens: int, **kwargs):
+def _generate(model, prompter, batch: dict, max_new_tokens: int, min_new_tokens: int = 1,
+              **kwargs):
   """(new tokens, counts) as NumPy arrays; with ``return_cache=True`` also the final KV cache."""
   out = generate(model, batch["input_ids"], batch["attention_mask"], max_new_tokens,
                  temperature=0.0, eos_token_id=prompter.eos_token_id,
-                 pad_token_id=prompter.pad_token_id, **kwargs)
+                 pad_token_id=prompter.pad_token_id, min_new_tokens=min_new_tokens, **kwargs)
   new, num = np.asarray(out.new_tokens), np.asarray(out.num_generated)
   return (new, num, out.cache) if out.cache is not None else (new, num)
 
@@ -126,7 +162,7 @@ def _with_generated(batch: dict, new: np.ndarray, num: np.ndarray, image_token_i
   p = ids.shape[1]
   t = np.arange(new.shape[1])[None]
   markers = np.concatenate([ids, np.full(new.shape, -1, ids.dtype)], 1)
-  full = np.concatenate([mask, (t < num[:, None]).astype(np.int32)], 1)
+  full = np.concatenate([mask, (t < num[:, None]).astype(mask.dtype)], 1)
   pos = np.arange(p + new.shape[1])[None]
   last_image = np.max(np.where(markers == image_token_id, pos, -1), axis=1, keepdims=True)
   query = (pos > last_image) & (full > 0) & (pos - p != num[:, None] - 1)
@@ -134,100 +170,146 @@ def _with_generated(batch: dict, new: np.ndarray, num: np.ndarray, image_token_i
 
 
 def guide_on_batch(guide, prompter, batch: dict, image, max_new_tokens: int,
-                   consistency_ratio: float | None = None) -> dict:
-  """The guide's greedy generation on a prompt ``batch`` (projected visual tokens ``image``) and
-  its importance ``[B, N]``; with ``consistency_ratio`` also the early-exit confidence,
-  consistency and score (arrays over the batch)."""
-  new, num, cache = _generate(guide, prompter, batch, max_new_tokens, image_features=image,
-                              return_cache=True)
+                   consistency_ratio: float | None = None, min_new_tokens: int = 1,
+                   timer: StageTimer | None = None) -> dict:
+  """The guide's greedy generation on a prompt ``batch`` (projected visual tokens ``image``), its
+  importance ``[B, N_max]`` (device) with ``counts [B]`` visual tokens per row, and its
+  ``confidence``; with ``consistency_ratio`` also ``consistency`` and ``score`` (module
+  docstring; NumPy arrays over the batch)."""
+  timer = timer or StageTimer()
+  new, num, cache = _generate(guide, prompter, batch, max_new_tokens, min_new_tokens,
+                              image_features=image, return_cache=True)
+  timer.lap("guide_generation")
   markers, mask, query = _with_generated(batch, new, num, prompter.image_token_id)
   visual = (markers == prompter.image_token_id) & (mask > 0)
+  counts = visual.sum(1)
+  seq = np.concatenate([batch["input_ids"], new], 1)
   embeds = _embed(guide, jnp.asarray(batch["input_ids"]), jnp.asarray(new), image)
-  importance = np.asarray(visual_importance(guide, np.maximum(markers, 0), mask, query, visual,
-                                            cache=cache, inputs_embeds=embeds))
-  out = {"importance": importance, "new_tokens": new}
+  importance, logp = visual_importance(guide, seq, mask, query, visual, cache=cache,
+                                       inputs_embeds=embeds, return_logprobs=True)
+  p, t = batch["input_ids"].shape[1], np.arange(new.shape[1])
+  valid = t[None] < num[:, None]
+  token_logp = np.asarray(logp)[:, p - 1 + t]
+  confidence = np.exp((token_logp * valid).sum(1) / np.maximum(num, 1))
+  timer.lap("importance", importance)
+  out = {"importance": importance, "counts": counts, "new_tokens": new, "num_generated": num,
+         "confidence": confidence}
   if consistency_ratio is not None:
-    score = functools.partial(answer_score, guide, markers, mask, new, num,
-                              prompter.image_token_id, inputs_embeds=embeds)
-    k = int(importance.shape[1] * consistency_ratio)
-    keep = (np.asarray(select_visual(importance, consistency_ratio)) if k
-            else np.zeros((new.shape[0], 0), np.int64))
-    conf, cons = score(), score(keep=keep)
-    out.update(confidence=conf, consistency=cons, score=(conf + cons) / 2)
+    keep = select_keep(importance, counts, consistency_ratio)
+    total = answer_logprob(guide, markers, mask, keep, kept_counts(counts, consistency_ratio), p,
+                           new, num, prompter.image_token_id, inputs_embeds=embeds)
+    consistency = np.exp(total)
+    out.update(consistency=consistency, score=(confidence + consistency) / 2)
+    timer.lap("consistency")
   return out
 
 
-def guide_pass(guide, prompter, samples: Sequence[Any], settings: SGLSettings,
-               image) -> dict:
+def guide_pass(guide, prompter, samples: Sequence[Any], settings: SGLSettings, image,
+               timer: StageTimer | None = None) -> dict:
   """:func:`guide_on_batch` on ``samples`` in the guide's reasoning mode, with its answers
   (``image``: the guide's projected visual tokens, :func:`project`)."""
   texts = [settings.guide_prompt().format(question=s.question) for s in samples]
   batch = prompter.batch(samples, texts)
   out = guide_on_batch(guide, prompter, batch, image, settings.guide_tokens(),
-                       settings.consistency_token_ratio)
+                       settings.consistency_token_ratio, settings.min_new_tokens, timer)
   return out | {"answers": [prompter.decode(r) for r in out["new_tokens"]]}
 
 
-def _selection(importance: np.ndarray, settings: SGLSettings, step: int) -> np.ndarray:
+def select_for_decoder(importance, counts, settings: SGLSettings, step: int) -> jax.Array:
+  """Keep mask ``[B, N_max]`` (device) of the decoder: the guide's top tokens, or a seeded
+  uniform draw (``selection='random'``)."""
   if settings.selection == "random":
-    importance = np.asarray(jax.random.uniform(
-        jax.random.fold_in(jax.random.key(settings.seed), step), importance.shape))
-  return np.asarray(select_visual(importance, settings.prune_ratio))
+    importance = jax.random.uniform(jax.random.fold_in(jax.random.key(settings.seed), step),
+                                    importance.shape)
+  return select_keep(importance, counts, settings.prune_ratio)
 
 
-def pruned_generate(decoder, prompter, batch: dict, keep: np.ndarray, settings: SGLSettings,
+def pruned_generate(decoder, prompter, batch: dict, keep, keep_count, settings: SGLSettings,
                     **vision) -> np.ndarray:
-  """The large model's greedy tokens keeping visual tokens ``keep [B, K]`` from layer
-  ``int(L * prune_layer)`` (KV-cached generate, original position ids)."""
-  pruned = mm.keep_visual_tokens(batch["input_ids"], batch["attention_mask"],
-                                 prompter.image_token_id, keep)
+  """The large model's greedy tokens keeping the visual tokens ``keep [B, N_max]`` (device;
+  ``keep_count [B]`` per row) from layer ``int(L * prune_layer)`` (KV-cached generate, original
+  position ids)."""
+  img = prompter.image_token_id
+  length = pruned_length(batch["input_ids"], batch["attention_mask"], img, keep_count)
+  kept = kept_positions(jnp.asarray(batch["input_ids"]), jnp.asarray(batch["attention_mask"]),
+                        keep, image_token_id=img, length=length)
   layer = prune_layer_index(decoder.config.text.num_hidden_layers, settings.prune_layer)
-  new, _ = _generate(decoder, prompter, batch, settings.max_new_tokens,
-                     prune=mm.LayerPrune(jnp.asarray(pruned.kept_index), layer), **vision)
+  new, _ = _generate(decoder, prompter, batch, settings.max_new_tokens, settings.min_new_tokens,
+                     prune=mm.LayerPrune(kept, layer), **vision)
   return new
+
+
+def _bucket(n: int, limit: int) -> int:
+  """The smallest power of two >= ``n``, at most ``limit``."""
+  return min(limit, 1 << max(n - 1, 0).bit_length())
+
+
+def _tile_rows(num_patches: np.ndarray, rows: Sequence[int]) -> np.ndarray:
+  """Indices of the tiles of ``rows`` (one image per row) in a batch's ``pixel_values``."""
+  start = np.concatenate([[0], np.cumsum(num_patches)])
+  return np.concatenate([np.arange(start[r], start[r + 1]) for r in rows])
 
 
 def guided_batch(guide, decoder, guide_prompter, decoder_prompter, samples: Sequence[Any],
                  settings: SGLSettings, *, shared: bool, step: int = 0) -> list[dict]:
-  """Per-sample records of one SGL batch (see the module docstring). ``shared``: the towers are
-  the same (:func:`shares_vision`), so one encoding feeds both projectors."""
-  pixels = guide_prompter.batch(samples, [s.question for s in samples])["pixel_values"]
-  features = vision_features(guide, pixels)
+  """Per-sample records of one SGL batch (see the module docstring). ``shared``: one encoding
+  (the guide's tower) feeds both projectors."""
+  timer = StageTimer()
+  texts = [settings.guide_prompt().format(question=s.question) for s in samples]
+  guide_batch = guide_prompter.batch(samples, texts)
+  timer.lap("preprocess")
+  features = vision_features(guide, guide_batch["pixel_values"])
   image = project(guide, features)
-  g = guide_pass(guide, guide_prompter, samples, settings, image)
+  timer.lap("vision", image)
+  g = guide_on_batch(guide, guide_prompter, guide_batch, image, settings.guide_tokens(),
+                     settings.consistency_token_ratio, settings.min_new_tokens, timer)
+  g_answers = [guide_prompter.decode(r) for r in g["new_tokens"]]
   texts = [settings.answer_prompt.format(question=s.question) for s in samples]
   if settings.guide_text_mode == "short_rationale":
     rationale = guide_prompter.batch(
         samples, [settings.rationale_prompt.format(question=s.question) for s in samples])
     hint, _ = _generate(guide, guide_prompter, rationale, settings.guide_max_new_tokens,
-                        image_features=image)
-    texts = [settings.hint_prompt.format(question=t, hint=decoder_prompter.decode(h))
+                        settings.min_new_tokens, image_features=image)
+    texts = [settings.hint_prompt.format(question=t, hint=guide_prompter.decode(h))
              for t, h in zip(texts, hint)]
-  batch = decoder_prompter.batch(samples, texts)
-  if shared:
-    vision = {"image_features": project(decoder, features)}
-  else:
-    vision = {"pixel_values": jnp.asarray(batch["pixel_values"])}
-  n = int((batch["input_ids"][0] == decoder_prompter.image_token_id).sum())
-  if n != g["importance"].shape[1]:
-    raise ShapeError("decoder visual tokens", n, f"{g['importance'].shape[1]} (the guide's)")
-  keep = _selection(g["importance"], settings, step)
+    timer.lap("guide_generation")
   threshold = settings.early_exit_threshold
   exits = [bool(threshold > 0 and x >= threshold) for x in g["score"]]
-  large = [""] * len(samples) if all(exits) else [
-      decoder_prompter.decode(r)
-      for r in pruned_generate(decoder, decoder_prompter, batch, keep, settings, **vision)]
-  records = []
-  for i, s in enumerate(samples):
-    records.append({"question_id": s.question_id, "question": s.question,
-                    "answers": list(s.answers), "small_answer": g["answers"][i],
-                    "large_answer": large[i],
-                    "prediction": g["answers"][i] if exits[i] else large[i], "exited": exits[i],
-                    "confidence": float(g["confidence"][i]),
-                    "consistency": float(g["consistency"][i]), "score": float(g["score"][i]),
-                    "num_visual": n, "num_kept": int(keep.shape[1]),
-                    "distribution": g["importance"][i].tolist()})
-  return records
+  rest = [i for i, e in enumerate(exits) if not e]
+  counts = g["counts"]
+  keep_count = kept_counts(counts, settings.prune_ratio)
+  large = [""] * len(samples)
+  if rest:
+    rows = rest + [rest[-1]] * (_bucket(len(rest), len(samples)) - len(rest))
+    batch = decoder_prompter.batch([samples[i] for i in rows], [texts[i] for i in rows])
+    own = ((batch["input_ids"] == decoder_prompter.image_token_id)
+           & (batch["attention_mask"] > 0)).sum(1)
+    if not np.array_equal(own, counts[rows]):
+      raise ShapeError("decoder visual tokens", own.tolist(),
+                       f"{counts[rows].tolist()} (the guide's, per row)")
+    timer.lap("preprocess")
+    if shared:
+      vision = {"image_features": project(
+          decoder, features[jnp.asarray(_tile_rows(guide_batch["num_patches"], rows))])}
+    else:
+      vision = {"pixel_values": jnp.asarray(batch["pixel_values"])}
+    keep = select_for_decoder(g["importance"][jnp.asarray(rows)], counts[rows], settings, step)
+    timer.lap("selection", keep)
+    new = pruned_generate(decoder, decoder_prompter, batch, keep, keep_count[rows], settings,
+                          **vision)
+    for i, r in zip(rest, new):
+      large[i] = decoder_prompter.decode(r)
+    timer.lap("decoder")
+  share = {k: v / len(samples) for k, v in timer.seconds.items()}
+  importance = np.asarray(g["importance"])
+  return [{"question_id": s.question_id, "question": s.question, "answers": list(s.answers),
+           "small_answer": g_answers[i], "large_answer": large[i],
+           "prediction": g_answers[i] if exits[i] else large[i], "exited": exits[i],
+           "confidence": float(g["confidence"][i]), "consistency": float(g["consistency"][i]),
+           "score": float(g["score"][i]), "num_visual": int(counts[i]),
+           "num_kept": int(keep_count[i]), "seconds": share,
+           "distribution": importance[i, :counts[i]].tolist()}
+          for i, s in enumerate(samples)]
 
 
 def single_model_batch(model, prompter, samples: Sequence[Any], settings: SGLSettings
@@ -242,13 +324,14 @@ def single_model_batch(model, prompter, samples: Sequence[Any], settings: SGLSet
     tokens = settings.guide_max_new_tokens
   batch = prompter.batch(samples, texts)
   pixels = {"pixel_values": jnp.asarray(batch["pixel_values"])}
-  new, _ = _generate(model, prompter, batch, tokens, **pixels)
+  new, _ = _generate(model, prompter, batch, tokens, settings.min_new_tokens, **pixels)
   out = [prompter.decode(r) for r in new]
   rationale = out
   if mode == "two_pass":
     batch = prompter.batch(samples, [settings.two_pass_prompt.format(question=x, rationale=r)
                                      for x, r in zip(q, rationale)])
-    new, _ = _generate(model, prompter, batch, settings.max_new_tokens, **pixels)
+    new, _ = _generate(model, prompter, batch, settings.max_new_tokens, settings.min_new_tokens,
+                       **pixels)
     out = [prompter.decode(r) for r in new]
   return [{"question_id": s.question_id, "question": s.question, "answers": list(s.answers),
            "prediction": p, **({"rationale": r} if mode == "two_pass" else {})}

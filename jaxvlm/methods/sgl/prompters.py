@@ -1,90 +1,80 @@
-"""Prompt batches for the guide and the large model: the same samples with per-sample question
-texts, left padded for :func:`jaxvlm.generation.generate`.
+"""Guide and decoder prompts of an InternVL2 folder, through the shared VLM input path.
 
-* :class:`SyntheticPrompter` — the tiny VLMs (char tokenizer, :mod:`jaxvlm.data.vlm_batches`).
-* :class:`InternVL2Prompter` — an InternVL2 checkpoint: its tokenizer, the ChatML prompt of
-  ``InternVLChatModel.chat`` and dynamic tiling (``max_num`` tiles + thumbnail).
-
-Both give ``input_ids``, ``attention_mask`` ``[B, S]`` (S rounded up to a multiple of
-``length_multiple`` so that one compilation serves many batches) and ``pixel_values``
-``[tiles, 3, H, W]``, and name the image placeholder, EOS and pad ids.
+:class:`Prompter` wraps the folder's processor
+(:class:`~jaxvlm.models.internvl.processor.InternVL2Processor`, tiny and real folders alike) and
+builds what ``InternVLChatModel.chat`` builds in SGL's evaluation: one user turn ``<image>\\n`` +
+the text, the folder's conversation template and system message, the image cut into at most
+``max_num`` tiles + thumbnail (SGL's ``--dynamic``, 6 tiles in its scripts), ``<img>`` +
+``<IMG_CONTEXT>`` x (tiles x tokens per tile) + ``</img>``, BOS as the tokenizer adds it
+(:func:`jaxvlm.data.vlm_inputs.encode`). Generation stops at the template separator
+``<|im_end|>`` (``chat``'s ``eos_token_id``) and the answer is decoded by the folder's own
+tokenizer.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Sequence
 
 import numpy as np
 
-from jaxvlm.data import images as image_lib, vlm_batches
+from jaxvlm.data import images as image_lib, vlm_inputs
+from jaxvlm.errors import ConfigError
+from jaxvlm.eval.vqa_answers import image_of
+from jaxvlm.models.chat import user_turn
+
+TEMPLATE_SEP = "<|im_end|>"
 
 
-def _left_pad(rows: Sequence[Sequence[int]], pad: int, multiple: int) -> tuple[np.ndarray, ...]:
-  length = -(-max(map(len, rows)) // multiple) * multiple
-  ids = np.full((len(rows), length), pad, np.int32)
-  mask = np.zeros((len(rows), length), np.int32)
-  for i, r in enumerate(rows):
-    ids[i, length - len(r):], mask[i, length - len(r):] = r, 1
-  return ids, mask
+class Prompter:
+  """Prompt batches of one VLM folder's processor (module docstring); ``max_num`` tiles per image
+  at most (None: the folder's ``max_dynamic_patch``); prompt lengths rounded up to a multiple of
+  ``length_multiple`` (one compilation serves batches of similar lengths)."""
 
-
-class SyntheticPrompter:
-  """Tiny VLM prompts: ``<bos> image text\\n`` (:func:`vlm_batches.encode_prompt`)."""
-
-  def __init__(self, model, tokenizer, image_size: int = 32, length_multiple: int = 16):
-    self.tokenizer = tokenizer
-    self.fmt = vlm_batches.VLMPromptFormat.from_model(model, tokenizer, image_size)
-    self.image_token_id = self.fmt.image_token_id
-    self.eos_token_id, self.pad_token_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+  def __init__(self, processor, max_num: int | None = None, length_multiple: int = 16):
+    images = getattr(processor, "image_processor", None)
+    if not hasattr(images, "max_num") or not hasattr(processor, "tokens_per_tile"):
+      raise ConfigError("processor", type(processor).__name__,
+                        "an InternVL2 processor (an internvl_chat folder)")
+    if max_num is not None:
+      if max_num < 1:
+        raise ConfigError("data.max_num", max_num, "an int >= 1 (tiles per image)")
+      images.max_num = max_num
+    self.processor, self.tokenizer = processor, processor.tokenizer
     self.multiple = length_multiple
+    self.image_token_id = processor.image_token_id
+    self.eos_token_id = self.tokenizer.convert_tokens_to_ids(TEMPLATE_SEP)
+    pad = self.tokenizer.pad_token_id
+    self.pad_token_id = 0 if pad is None else pad
+
+  def num_tiles(self, sample: Any) -> int:
+    """Tiles of the sample's image (its size decides the grid, as ``dynamic_preprocess``)."""
+    p = self.processor.image_processor
+    image = image_of(sample)
+    if isinstance(image, np.ndarray):
+      height, width = image.shape[:2]
+    else:
+      width, height = image_lib.load_image(image).size
+    cols, rows = image_lib.closest_aspect_ratio(
+        width, height, image_lib.target_ratios(p.min_num, p.max_num), p.image_size)
+    return cols * rows + int(p.use_thumbnail and cols * rows > 1)
 
   def num_visual(self, sample: Any) -> int:
-    return self.fmt.tokens_per_image
+    return self.num_tiles(sample) * self.processor.tokens_per_tile
+
+  def conversation(self, sample: Any, text: str) -> list[dict]:
+    return user_turn([image_of(sample)], text)
 
   def batch(self, samples: Sequence[Any], texts: Sequence[str]) -> dict[str, np.ndarray]:
-    rows = [vlm_batches.encode_prompt(self.fmt, self.tokenizer,
-                                      dataclasses.replace(s, question=t))[0]
-            for s, t in zip(samples, texts)]
-    ids, mask = _left_pad(rows, self.pad_token_id, self.multiple)
-    pixels = np.stack([self.fmt.pixels(vlm_batches.image_of(s)) for s in samples])
-    return {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels}
+    """:func:`~jaxvlm.data.vlm_inputs.encode` of one user turn per sample (its image, then its
+    text): ``input_ids``, ``attention_mask``, ``pixel_values [tiles, 3, S, S]``,
+    ``num_patches [B]``, ``visual_tokens [B]``."""
+    return vlm_inputs.encode(self.processor, [self.conversation(s, t)
+                                              for s, t in zip(samples, texts)],
+                             pad_to_multiple=self.multiple)
 
   def decode(self, ids) -> str:
-    return self.tokenizer.decode(ids).strip()
-
-
-class InternVL2Prompter:
-  """InternVL2 chat prompts with dynamic tiling (``max_num`` tiles; the thumbnail is added when
-  an image has several). ``model.config.tokens_per_image`` visual tokens per tile."""
-
-  def __init__(self, model, tokenizer, max_num: int = 1, image_size: int | None = None,
-               length_multiple: int = 64):
-    self.tokenizer = tokenizer
-    self.max_num, self.multiple = max_num, length_multiple
-    self.image_size = image_size or model.config.vision.image_size  # 448 for InternVL2
-    self.tokens_per_tile = model.config.tokens_per_image
-    self.image_token_id = image_lib.image_token_id(tokenizer)
-    self.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-
-  def _pixels(self, sample: Any) -> np.ndarray:
-    from PIL import Image
-    return image_lib.internvl2_pixel_values(Image.fromarray(vlm_batches.image_of(sample)),
-                                            max_num=self.max_num, image_size=self.image_size)
-
-  def num_visual(self, sample: Any) -> int:
-    return self._pixels(sample).shape[0] * self.tokens_per_tile
-
-  def batch(self, samples: Sequence[Any], texts: Sequence[str]) -> dict[str, np.ndarray]:
-    pixels = [self._pixels(s) for s in samples]
-    rows = [self.tokenizer(image_lib.internvl2_prompt(t, len(p), self.tokens_per_tile),
-                           add_special_tokens=False)["input_ids"] for t, p in zip(texts, pixels)]
-    ids, mask = _left_pad(rows, self.pad_token_id, self.multiple)
-    return {"input_ids": ids, "attention_mask": mask, "pixel_values": np.concatenate(pixels)}
-
-  def decode(self, ids) -> str:
+    """Generated ids up to the separator, decoded without special tokens."""
     ids = [int(i) for i in ids]
     if self.eos_token_id in ids:
       ids = ids[:ids.index(self.eos_token_id)]
-    return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+    return self.tokenizer.decode(ids, skip_special_tokens=True).split(TEMPLATE_SEP)[0].strip()

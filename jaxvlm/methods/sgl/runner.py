@@ -1,15 +1,21 @@
-"""Resumable SGL runs over a dataset, their files, and case lists.
+"""Resumable SGL runs over a dataset, their files keyed by their settings, and case lists.
 
 :func:`run_samples` runs a batch function (:func:`~jaxvlm.methods.sgl.pipeline.guided_batch` or
-:func:`~jaxvlm.methods.sgl.pipeline.single_model_batch`) over samples grouped by visual-token
-count, writing each finished batch atomically to ``<out>/<name>.parts/`` (a killed run continues
-where it stopped), then:
+:func:`~jaxvlm.methods.sgl.pipeline.single_model_batch`) over samples ordered by visual-token
+count (batches of similar sizes; a batch may still mix counts) in the run cache folder
+``<root>/<name>-<fingerprint>/`` (:class:`jaxvlm.runcache.RunCache`), the fingerprint hashing
+every setting that changes the results (models and their files, modes, keep, prune layer, tiles,
+prompts, the data slice) as the caller states them: a run with another setting writes beside,
+never over, and never reads another's results. Each finished batch is written atomically to
+``parts/`` (a killed run continues where it stopped), then:
 
-* ``<name>.json`` — one result per sample (question, answers, prediction, VQA accuracy; guided
-  runs also the guide / large answers, confidence, consistency, score, exit flag);
-* ``<name>.summary.json`` — accuracy (overall and per question type), sample count, share of
-  early exits, mean kept tokens;
-* ``<name>_stats.json`` (guided runs) — per-sample normalised guide distributions over the visual
+* ``results.json`` — one result per sample (question, answers, prediction, VQA accuracy; guided
+  runs also the guide / large answers, confidence, consistency, score, exit flag, seconds per
+  stage);
+* ``summary.json`` — accuracy (overall and per question type), sample count, the folder and
+  settings; guided runs also the share of early exits, mean kept / visual tokens and the seconds
+  per sample of each stage;
+* ``stats.json`` (guided runs) — per-sample normalised guide distributions over the visual
   tokens and both answers, for :func:`compare_stats` between any two runs.
 
 :func:`match_case_list` checks which loaded dataset a case list (question ids) belongs to.
@@ -21,7 +27,7 @@ import glob
 import json
 import os
 from collections import defaultdict
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -29,6 +35,7 @@ from jaxvlm import io
 from jaxvlm.errors import ConfigError, DataFileError, MissingFileError
 from jaxvlm.eval import vqa_accuracy
 from jaxvlm.methods.sgl.stats import compare_distributions
+from jaxvlm.runcache import RunCache
 
 
 def _load_parts(parts: str) -> dict[int, dict]:
@@ -39,24 +46,41 @@ def _load_parts(parts: str) -> dict[int, dict]:
   return done
 
 
-def run_samples(name: str, out_dir: str, samples: Sequence[Any],
+def _stage_seconds(results: list[dict]) -> dict:
+  """Seconds per stage: totals, means per sample, and means over the warm batches only (each
+  run's first batch in a process compiles)."""
+  stages = sorted({k for r in results for k in r.get("seconds", {})})
+  total = lambda rows: {k: float(sum(r.get("seconds", {}).get(k, 0.0) for r in rows))
+                        for k in stages}
+  warm = [r for r in results if r.get("warm")] or results
+  all_, hot = total(results), total(warm)
+  return {"seconds_total": all_,
+          "seconds_per_sample": {k: v / len(results) for k, v in all_.items()},
+          "seconds_per_sample_all_stages": sum(all_.values()) / len(results),
+          "warm_seconds_per_sample": {k: v / len(warm) for k, v in hot.items()},
+          "warm_seconds_per_sample_all_stages": sum(hot.values()) / len(warm),
+          "warm_samples": len(warm) if warm is not results else 0}
+
+
+def run_samples(name: str, cache: RunCache, settings: Mapping, samples: Sequence[Any],
                 batch_fn: Callable[..., list[dict]], *, batch_size: int,
-                num_visual: Callable[[Any], int], extra: Mapping | None = None) -> dict:
-  """Runs ``batch_fn(samples, step=...)`` over ``samples`` (resuming) and writes the run's files;
-  returns the summary. Batches are padded to ``batch_size`` (one compilation serves all)."""
-  parts = os.path.join(out_dir, f"{name}.parts")
+                num_visual: Callable[[Any], int], files: Iterable[str] = ()) -> dict:
+  """Runs ``batch_fn(samples, step=...)`` over ``samples`` (resuming) in the cache folder of
+  ``(name, settings, files)`` and writes the run's files; returns the summary. Batches are padded
+  to ``batch_size`` with copies (one compilation serves all); ``step`` is the first question id
+  of the batch (seeds the random selection). Runs of equal ``name`` and settings share their
+  folder (and results)."""
+  folder = cache.entry(name, settings, files)
+  parts = os.path.join(folder, "parts")
   done = _load_parts(parts)
-  groups = defaultdict(list)
-  for s in samples:
-    if s.question_id not in done:
-      groups[num_visual(s)].append(s)
-  for group in groups.values():
-    for start in range(0, len(group), batch_size):
-      chunk = group[start:start + batch_size]
-      step = int(chunk[0].question_id)
-      records = batch_fn(chunk + [chunk[-1]] * (batch_size - len(chunk)), step=step)[:len(chunk)]
-      io.write_json(os.path.join(parts, f"{step:012d}.json"), records)
-      done.update({r["question_id"]: r for r in records})
+  pending = sorted((s for s in samples if s.question_id not in done), key=num_visual)
+  for start in range(0, len(pending), batch_size):
+    chunk = pending[start:start + batch_size]
+    step = int(chunk[0].question_id)
+    records = batch_fn(chunk + [chunk[-1]] * (batch_size - len(chunk)), step=step)[:len(chunk)]
+    records = [r | {"warm": start > 0} for r in records]
+    io.write_json(os.path.join(parts, f"{step:012d}.json"), records)
+    done.update({r["question_id"]: r for r in records})
   results = []
   for s in samples:
     r = dict(done[s.question_id])
@@ -65,24 +89,25 @@ def run_samples(name: str, out_dir: str, samples: Sequence[Any],
   by_type = defaultdict(list)
   for s, r in zip(samples, results):
     by_type[getattr(s, "question_type", "")].append(r["accuracy"])
-  summary = {"name": name, "n": len(results),
+  summary = {"folder": folder, "n": len(results),
              "accuracy": float(np.mean([r["accuracy"] for r in results])) if results else 0.0,
              "per_type": {k: float(np.mean(v)) for k, v in sorted(by_type.items())},
-             **(extra or {})}
+             "settings": dict(settings)}
   if results and "exited" in results[0]:
     summary.update(exit_share=float(np.mean([r["exited"] for r in results])),
                    mean_score=float(np.mean([r["score"] for r in results])),
                    mean_kept=float(np.mean([r["num_kept"] for r in results])),
-                   mean_visual=float(np.mean([r["num_visual"] for r in results])))
-    io.write_json(os.path.join(out_dir, f"{name}_stats.json"), {
-        "name": name, "question_ids": [r["question_id"] for r in results],
+                   mean_visual=float(np.mean([r["num_visual"] for r in results])),
+                   **_stage_seconds(results))
+    io.write_json(os.path.join(folder, "stats.json"), {
+        "question_ids": [r["question_id"] for r in results],
         "distributions": [(np.asarray(r["distribution"]) / max(sum(r["distribution"]), 1e-30)
                            ).tolist() for r in results],
         "small_answers": [r["small_answer"] for r in results],
         "large_answers": [r["large_answer"] for r in results]})
-  io.write_json(os.path.join(out_dir, f"{name}.json"),
+  io.write_json(os.path.join(folder, "results.json"),
                 [{k: v for k, v in r.items() if k != "distribution"} for r in results])
-  io.write_json(os.path.join(out_dir, f"{name}.summary.json"), summary)
+  io.write_json(os.path.join(folder, "summary.json"), summary)
   return summary
 
 
@@ -141,14 +166,20 @@ def _matches(cases: list[dict], records: Sequence[Any]) -> bool:
 
 
 def match_case_list(path: str, datasets: Mapping[str, Sequence[Any]], configured: str) -> list:
-  """The records of dataset ``configured`` named by the case list at ``path``. A list that matches
-  another of ``datasets`` (every question id present, questions equal where given) or none raises
-  ``ConfigError`` naming what it matches."""
+  """The records of dataset ``configured`` named by the case list at ``path``, in its order. Match
+  against whole datasets (before any ``limit``). A list that matches another of ``datasets``
+  (every question id present, questions equal where given) or none raises ``ConfigError`` naming
+  what it matches and the case ids the configured dataset lacks."""
   cases = read_case_list(path)
   matching = [name for name, records in datasets.items() if _matches(cases, records)]
   if configured not in matching:
+    by_id = {r.question_id: r for r in datasets[configured]}
+    absent = [int(c["question_id"]) for c in cases if int(c["question_id"]) not in by_id]
+    differ = [int(c["question_id"]) for c in cases if int(c["question_id"]) in by_id
+              and "question" in c and c["question"] != by_id[int(c["question_id"])].question]
     found = f"matches {matching}" if matching else "matches no loaded dataset"
-    raise ConfigError("case_list", path, f"a case list of the configured dataset {configured!r} "
-                      f"(it {found}; loaded: {sorted(datasets)})")
+    raise ConfigError("data.case_list", path, f"a case list of the configured dataset "
+                      f"{configured!r} (it {found}; loaded: {sorted(datasets)}; case ids not in "
+                      f"{configured!r}: {absent[:5]}; ids whose question differs: {differ[:5]})")
   by_id = {r.question_id: r for r in datasets[configured]}
   return [by_id[int(c["question_id"])] for c in cases]

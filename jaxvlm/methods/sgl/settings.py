@@ -8,14 +8,18 @@ defaults below are what ``configs/sgl.py`` documents. Modes:
   format): the guide generates first and the attention of its prompt text after the image and of
   its generated tokens is the importance.
 * ``guide_text_mode``: ``none`` or ``short_rationale``: the guide also writes a rationale
-  (``rationale_prompt``) that the large model reads as a hint (``hint_prompt``). The hint goes over
-  as the guide's token ids, decoded by the large model's tokenizer, so the two tokenizers must be
-  equal (:func:`check_tokenizers`).
+  (``rationale_prompt``) that the large model reads as a hint (``hint_prompt``). The hint is
+  decoded to text by the guide's tokenizer and tokenized again with the large model's prompt, so
+  the two tokenizers may differ.
 * ``reasoning_mode`` (single-model runs): ``normal`` (``answer_prompt``), ``prompt`` (one pass
   with ``cot_prompt``; the whole output is the answer) or ``two_pass`` (a rationale with
   ``cot_prompt``, then ``two_pass_prompt`` with ``{rationale}`` filled in).
 * ``selection``: ``guide`` (top tokens by the guide's attention) or ``random`` (a seeded uniform
   draw: the control).
+
+``min_new_tokens`` 1 and the confidence / consistency scores follow SGL's evaluation
+(``eval/vqa/evaluate_vqa.py``): confidence = geometric mean of the guide's token probabilities,
+consistency = their product with only ``consistency_token_ratio`` of the visual tokens.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ class SGLSettings:
   early_exit_threshold: float = 0.0  # 0 = off; else answer with the guide when score >= it
   max_new_tokens: int = 16
   guide_max_new_tokens: int = 32  # CoT / rationale generation
+  min_new_tokens: int = 1  # no EOS as the first token (SGL's generation_config)
   answer_prompt: str = ANSWER_PROMPT
   short_cot_prompt: str = SHORT_COT_PROMPT
   explicit_cot_prompt: str = EXPLICIT_COT_PROMPT
@@ -72,7 +77,8 @@ class SGLSettings:
     num_kept(1, self.prune_ratio)
     prune_layer_index(1, self.prune_layer)
     if not 0.0 < self.consistency_token_ratio <= 1.0:
-      raise ConfigError("consistency_token_ratio", self.consistency_token_ratio, "a value in (0, 1]")
+      raise ConfigError("consistency_token_ratio", self.consistency_token_ratio,
+                        "a value in (0, 1]")
     if not 0.0 <= self.early_exit_threshold <= 1.0:
       raise ConfigError("early_exit_threshold", self.early_exit_threshold,
                         "a value in [0, 1] (0 = off)")
@@ -83,6 +89,9 @@ class SGLSettings:
     for name in ("max_new_tokens", "guide_max_new_tokens"):
       if getattr(self, name) < 1:
         raise ConfigError(name, getattr(self, name), "an integer >= 1")
+    if not 0 <= self.min_new_tokens <= min(self.max_new_tokens, self.guide_max_new_tokens):
+      raise ConfigError("min_new_tokens", self.min_new_tokens,
+                        "an integer in [0, min(max_new_tokens, guide_max_new_tokens)]")
 
   @classmethod
   def from_mapping(cls, values: Mapping[str, Any]) -> "SGLSettings":
@@ -100,19 +109,3 @@ class SGLSettings:
   def guide_tokens(self) -> int:
     """New tokens of the guide's pass (an answer, or a CoT)."""
     return self.max_new_tokens if self.guide_reasoning_mode == "none" else self.guide_max_new_tokens
-
-
-def tokenizer_signature(tokenizer) -> Any:
-  """What makes two tokenizers equal: the vocabulary (HF) or alphabet + extra tokens (char)."""
-  if hasattr(tokenizer, "get_vocab"):
-    return tuple(sorted(tokenizer.get_vocab().items()))
-  return (tokenizer.alphabet, tuple(tokenizer.extra_tokens))
-
-
-def check_tokenizers(settings: SGLSettings, guide_tokenizer, decoder_tokenizer) -> None:
-  """Modes that hand guide token ids to the large model need equal tokenizers."""
-  if settings.guide_text_mode == "short_rationale" and (
-      tokenizer_signature(guide_tokenizer) != tokenizer_signature(decoder_tokenizer)):
-    raise ConfigError("guide_tokenizer", type(guide_tokenizer).__name__,
-                      "the large model's tokenizer (guide_text_mode='short_rationale' passes the "
-                      "guide's token ids to it)")
