@@ -120,7 +120,7 @@ def test_stages_use_their_own_lr_and_record_validation_losses(tmp_path, rng):
 def test_offline_grpo_uses_the_beams_and_adapts_beta(tmp_path, rng):
   data, beams = _episodes(rng, 16)
   policy = icd.make_policy("pointer", 8, seed=0, dim=16)
-  t = icd.PolicyTrainer(policy, {"lr": 1e-2, "schedule": "constant"}, workdir=str(tmp_path),
+  t = icd.PolicyTrainer(policy, {"lr": 1e-3, "schedule": "constant"}, workdir=str(tmp_path),
                         batch_size=6, shots=2, progress=False)
   rewards = rng.integers(0, 3, (16, 3)).astype(np.float32)
   records = t.grpo(data, 2, kl_beta=0.12, sft=icd.copy_policy(policy), beams=beams,
