@@ -47,8 +47,9 @@ def _load_parts(parts: str) -> dict[int, dict]:
 
 
 def _stage_seconds(results: list[dict]) -> dict:
-  """Seconds per stage: totals, means per sample, and means over the warm batches only (each
-  run's first batch in a process compiles)."""
+  """Seconds per stage: totals, means per sample, and means over the warm batches only (a batch
+  whose visual-token counts an earlier batch of the same run in the same process had: its
+  programs were compiled)."""
   stages = sorted({k for r in results for k in r.get("seconds", {})})
   total = lambda rows: {k: float(sum(r.get("seconds", {}).get(k, 0.0) for r in rows))
                         for k in stages}
@@ -74,11 +75,16 @@ def run_samples(name: str, cache: RunCache, settings: Mapping, samples: Sequence
   parts = os.path.join(folder, "parts")
   done = _load_parts(parts)
   pending = sorted((s for s in samples if s.question_id not in done), key=num_visual)
+  seen = set()
   for start in range(0, len(pending), batch_size):
     chunk = pending[start:start + batch_size]
+    real = len(chunk)
+    chunk += [chunk[-1]] * (batch_size - real)
     step = int(chunk[0].question_id)
-    records = batch_fn(chunk + [chunk[-1]] * (batch_size - len(chunk)), step=step)[:len(chunk)]
-    records = [r | {"warm": start > 0} for r in records]
+    shape = tuple(num_visual(s) for s in chunk)
+    records = batch_fn(chunk, step=step)[:real]
+    records = [r | {"warm": shape in seen} for r in records]
+    seen.add(shape)
     io.write_json(os.path.join(parts, f"{step:012d}.json"), records)
     done.update({r["question_id"]: r for r in records})
   results = []
