@@ -10,32 +10,20 @@ ALPHABET = string.digits + string.ascii_letters + string.punctuation + " \n"
 
 
 class CharTokenizer:
-  """ids 0..2 are ``<pad> <bos> <eos>``; each character of ``ALPHABET`` has one id after them;
-  ``extra_tokens`` (e.g. image placeholders) get the ids after the alphabet, so the ids of a
-  tokenizer without them never move. Extra tokens are never produced by :meth:`encode` (callers
-  insert :meth:`token_id` values) and :meth:`decode` skips them.
+  """ids 0..2 are ``<pad> <bos> <eos>``; each character of ``ALPHABET`` has one id after them.
 
   Characters outside the alphabet raise ``ValueError`` (the synthetic data never has any).
   """
 
   pad_token_id, bos_token_id, eos_token_id = 0, 1, 2
 
-  def __init__(self, alphabet: str = ALPHABET, extra_tokens: Sequence[str] = ()):
+  def __init__(self, alphabet: str = ALPHABET):
     self.alphabet = alphabet
-    self.extra_tokens = tuple(extra_tokens)
     self._ids = {c: i + len(SPECIALS) for i, c in enumerate(alphabet)}
 
   @property
   def vocab_size(self) -> int:
-    return len(SPECIALS) + len(self.alphabet) + len(self.extra_tokens)
-
-  def token_id(self, token: str) -> int:
-    """The id of a special or extra token (e.g. ``"<image>"``)."""
-    names = SPECIALS + self.extra_tokens
-    if token not in names:
-      raise ValueError(f"token: got {token!r}, expected one of {names}")
-    i = names.index(token)
-    return i if i < len(SPECIALS) else len(SPECIALS) + len(self.alphabet) + i - len(SPECIALS)
+    return len(SPECIALS) + len(self.alphabet)
 
   def encode(self, text: str) -> list[int]:
     try:
