@@ -36,6 +36,7 @@ import os
 import time
 from typing import Any, Sequence
 
+import jax
 import jax.numpy as jnp
 import matplotlib
 import ml_collections
@@ -205,16 +206,41 @@ def _unit(x: np.ndarray) -> np.ndarray:
   return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
+                  "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                  "/jax/core/compile/backend_compile_duration")
+_ACTIVE: list["_Timer"] = []
+
+
+def _on_event(event: str, seconds: float, **_) -> None:
+  if event in COMPILE_EVENTS:
+    for timer in _ACTIVE:
+      timer.compile_now += seconds
+
+
 class _Timer:
-  """Wall seconds per stage, in order."""
+  """Wall seconds per stage, in order, and the part of them JAX spent tracing, lowering and
+  compiling (``jax.monitoring`` compile events)."""
+
+  registered = False
 
   def __init__(self):
     self.seconds: dict[str, float] = {}
+    self.compile_seconds: dict[str, float] = {}
+    self.compile_now = 0.0
+    if not _Timer.registered:
+      jax.monitoring.register_event_duration_secs_listener(_on_event)
+      _Timer.registered = True
 
   def __call__(self, stage: str, fn, *args, **kwargs):
-    t0 = time.perf_counter()
-    out = fn(*args, **kwargs)
+    t0, self.compile_now = time.perf_counter(), 0.0
+    _ACTIVE.append(self)
+    try:
+      out = fn(*args, **kwargs)
+    finally:
+      _ACTIVE.remove(self)
     self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
+    self.compile_seconds[stage] = self.compile_seconds.get(stage, 0.0) + self.compile_now
     return out
 
 
@@ -406,7 +432,8 @@ def report(c, m: dict) -> str:
       f"| {stage} | {r['epoch']} | {_fmt(r.get('loss'))} | {_fmt(r.get('val_loss'))} | "
       f"{_fmt(r.get('kl'), 5)} | {_fmt(r.get('reward'))} | {_fmt(r.get('kl_beta'), 4)} |"
       for stage, rows in m["curves"].items() for r in rows)
-  time_rows = "\n".join(f"| {k} | {v:.1f} |" for k, v in m["seconds"].items())
+  time_rows = "\n".join(f"| {k} | {v:.1f} | {m['compile_seconds'][k]:.1f} |"
+                        for k, v in m["seconds"].items())
   lr = t.lr
   return f"""# KL_BETA {a['kl_beta']:g} vs {b['kl_beta']:g} comparison report
 
@@ -485,8 +512,10 @@ KL_BETA used (`curves.png`).
 
 ## Time per stage
 
-| stage | seconds |
-|---|---|
+Wall seconds per stage, and of them the seconds JAX spent tracing and compiling.
+
+| stage | seconds | compiling |
+|---|---|---|
 {time_rows}
 
 ## Files
@@ -600,7 +629,8 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
     weights = json.load(f)
   metrics = {
       "runs": runs, "random": random_run, "weights": weights, "indices": indices,
-      "curves": curve, "seconds": timer.seconds, "steps_per_epoch": per_epoch,
+      "curves": curve, "seconds": timer.seconds,
+      "compile_seconds": timer.compile_seconds, "steps_per_epoch": per_epoch,
       "policy_folder": os.path.relpath(policy_dir, workdir),
       "sizes": {"pool": len(pool), "train": n_fit, "val": n_val, "test": len(test)},
       "vlm": c.vlm.model.path or (f"tiny Qwen2.5-VL trained on ICL episodes "

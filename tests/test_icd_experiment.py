@@ -18,12 +18,13 @@ import numpy as np
 
 from jaxvlm.config import REPO_ROOT
 
-SHORT = {"vlm.train.steps": 2, "vlm.train.batch_size": 4, "vlm.train.log_every": 1,
-         "vlm.data.num_train": 20, "vlm.data.max_shots": 2,
+SHORT = {"vlm.train.steps": 2, "vlm.train.batch_size": 2, "vlm.train.log_every": 1,
+         "vlm.data.num_train": 12, "vlm.data.max_shots": 1,
          "vlm.model.hf_config.text_config.num_hidden_layers": 1,
-         "data.num_pool": 12, "data.num_train": 8, "data.num_test": 6, "data.max_new_tokens": 3,
-         "embedding.batch_size": 16, "sampler.num_candidates": 4,
-         "infoscore.shots": 2, "infoscore.beam_size": 2, "infoscore.batch_size": 16,
+         "data.num_pool": 10, "data.num_train": 8, "data.num_test": 4, "data.max_new_tokens": 2,
+         "embedding.batch_size": 16, "sampler.num_candidates": 3,
+         "infoscore.shots": 2, "infoscore.beam_size": 2, "infoscore.batch_size": 8,
+         "runner.pad_to": 256, "runner.feature_bucket": 64,
          "policy.dim": 16, "train.batch_size": 8, "train.supervised_epochs": 1,
          "train.rce_epochs": 1, "train.grpo_epochs": 2, "data.val_share": 0.25,
          "compare.epochs": "(1,2)", "compare.shots": "(1,2)", "compare.eval_batch_size": 8}
@@ -71,7 +72,7 @@ def test_kl_beta_compare_end_to_end(tmp_path):
   for name in ("A", "B"):
     for shots in ("1", "2"):
       preds = json.loads((icl_dir / name / f"shot{shots}" / "predictions.json").read_text())
-      assert len(preds) == 6 and all(len(p["icd_indices"]) == int(shots) for p in preds)
+      assert len(preds) == 4 and all(len(p["icd_indices"]) == int(shots) for p in preds)
   assert 0.0 <= metrics["indices"]["1"]["identical_share"] <= 1.0
   policy = workdir / metrics["policy_folder"]
   steps = sorted(os.listdir(policy / "kl_0.15" / "grpo" / "checkpoints"))

@@ -55,7 +55,8 @@ def test_two_shot_prompt_equals_the_processors_own_output(processor, rng):
   messages = [{"role": "system", "content": "Answer briefly."},
               {"role": "user", "content": [
                   {"type": "image", "image": demo1.image},
-                  {"type": "text", "text": "Question:What is the man holding? Short answer:umbrella"},
+                  {"type": "text",
+                   "text": "Question:What is the man holding? Short answer:umbrella"},
                   {"type": "image", "image": demo2.image},
                   {"type": "text", "text": "Question:Which sport is shown? Short answer:tennis"},
                   {"type": "image", "image": query.image},

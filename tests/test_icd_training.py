@@ -56,7 +56,7 @@ def test_offline_grpo_step_at_the_sft_policy(rng):
   weighted = lambda model: -jnp.mean(adv * icd.sequence_logp(model, query, cands, actions).sum(-1))
   ref_grad = nnx.grad(weighted)(policy)
   for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(ref_grad)):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)  # float32
   assert float(value) == pytest.approx(-float(jnp.mean(adv)), abs=1e-6)
 
 
