@@ -88,3 +88,18 @@ def text_list(record: dict, field: str, path: str, where: str) -> tuple[str, ...
                               "strings")
   return tuple(text({field: v}, field, path, f"{where}, item {i} of {field!r}")
                for i, v in enumerate(value))
+
+
+def annotation_answers(annotation: dict, path: str, where: str) -> tuple[str, ...]:
+  """The ten annotator answers of a VQA-format annotation (``answers``: ``{"answer": ...}``
+  objects), each a string; errors name ``path`` and ``where``."""
+  require(annotation, ("answers",), path, where)
+  if not isinstance(annotation["answers"], list):
+    raise DataFileError(path, f"{where}: field 'answers' is {annotation['answers']!r}, "
+                              "expected a list of {\"answer\": ...} objects")
+  out = []
+  for i, x in enumerate(annotation["answers"]):
+    require(x, ("answer",), path, f"{where}, answer {i}")
+    out.append(text(x, "answer", path, f"{where}, answer {i}"))
+  return tuple(out)
+

@@ -83,15 +83,8 @@ def _annotated_answers(annotations_json: str) -> dict[int, tuple[str, ...]]:
   for i, a in enumerate(data["annotations"]):
     records.require(a, ("question_id", "answers"), annotations_json, f"annotation {i}")
     qid = records.integer(a, "question_id", annotations_json, f"annotation {i}")
-    where = f"annotation of question {qid}"
-    if not isinstance(a["answers"], list):
-      raise DataFileError(annotations_json, f"{where}: field 'answers' is {a['answers']!r}, "
-                                            "expected a list of {\"answer\": ...} objects")
-    answers = []
-    for k, x in enumerate(a["answers"]):
-      records.require(x, ("answer",), annotations_json, f"{where}, answer {k}")
-      answers.append(records.text(x, "answer", annotations_json, f"{where}, answer {k}"))
-    out[qid] = tuple(answers)
+    out[qid] = records.annotation_answers(a, annotations_json,
+                                          f"annotation of question {qid}")
   return out
 
 

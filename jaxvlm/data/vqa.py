@@ -97,14 +97,7 @@ def read_vqa(questions_json: str, annotations_json: str, image_dir: str,
       raise MissingFileError(os.path.join(image_dir, coco_file_name(split or "<split>", image_id)),
                              f"image of question {qid}")
     a = annotations[qid]
-    records.require(a, ("answers",), annotations_json, a_where)
-    if not isinstance(a["answers"], list):
-      raise DataFileError(annotations_json, f"{a_where}: field 'answers' is {a['answers']!r}, "
-                                            "expected a list of {\"answer\": ...} objects")
-    answers = []
-    for i, x in enumerate(a["answers"]):
-      records.require(x, ("answer",), annotations_json, f"{a_where}, answer {i}")
-      answers.append(records.text(x, "answer", annotations_json, f"{a_where}, answer {i}"))
+    answers = records.annotation_answers(a, annotations_json, a_where)
     answer = (records.text(a, "multiple_choice_answer", annotations_json, a_where)
               if a.get("multiple_choice_answer") else majority(answers))
     out.append(VQARecord(
