@@ -135,6 +135,14 @@ def test_beam_search_exact_on_known_scorer_and_cached(tmp_path, rng):
   again = icd.cached_beam_search(str(tmp_path / "b.jsonl"), prob_fn, [10, 11, 12], [0, 1, 2],
                                  cands, 2, beam_size=20, progress=False)
   assert len(calls) == n_calls and again == out
+  # a kill during the append leaves a torn last line: it is dropped and that query recomputed
+  path = tmp_path / "b.jsonl"
+  lines = path.read_text().splitlines(keepends=True)
+  path.write_text("".join(lines[:2]) + lines[2][:len(lines[2]) // 2])
+  calls.clear()
+  recovered = icd.cached_beam_search(str(path), prob_fn, [10, 11, 12], [0, 1, 2], cands, 2,
+                                     beam_size=20, progress=False)
+  assert recovered == out and calls and len(path.read_text().splitlines()) == 3
 
 
 def test_fusion_and_embedding_cache(tmp_path, rng):

@@ -10,13 +10,13 @@ appended to a jsonl cache, one line per query, and reused on the next call.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Callable, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from jaxvlm import runcache
 from jaxvlm.methods.icd.policy import check_shots
 
 ProbFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -53,23 +53,17 @@ def cached_beam_search(path: str, prob_fn: ProbFn, query_ids: Sequence[int],
                        beam_size: int, chunk: int = 16, progress: bool = True) -> list[dict]:
   """:func:`beam_search` with a jsonl cache at ``path`` (``{"query_id", ...}`` per line);
   queries already in the file are read back, the rest computed ``chunk`` queries at a time and
-  appended (an interrupted run resumes)."""
-  done = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        if line.strip():
-          rec = json.loads(line)
-          done[rec["query_id"]] = rec
+  appended (an interrupted run resumes; a line torn by a kill during the append is dropped and
+  its query recomputed, :func:`jaxvlm.runcache.read_jsonl`)."""
+  done = {rec["query_id"]: rec for rec in runcache.read_jsonl(path)}
   todo = [i for i, q in enumerate(query_ids) if int(q) not in done]
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   for s in tqdm(range(0, len(todo), chunk), desc="infoscore beams", disable=not progress):
     part = todo[s:s + chunk]
     results = beam_search(prob_fn, [query_rows[i] for i in part], candidates[part], shots,
                           beam_size)
-    with open(path, "a") as f:
-      for i, rec in zip(part, results):
-        rec = {"query_id": int(query_ids[i]), **rec}
-        done[rec["query_id"]] = rec
-        f.write(json.dumps(rec) + "\n")
+    for i, rec in zip(part, results):
+      rec = {"query_id": int(query_ids[i]), **rec}
+      done[rec["query_id"]] = rec
+      runcache.append_jsonl(path, rec)
   return [done[int(q)] for q in query_ids]
