@@ -20,7 +20,8 @@ from jaxvlm.errors import ConfigError
 from jaxvlm.generation import generate
 from jaxvlm.methods import adallava as ada
 from jaxvlm.methods.adallava.flops import flops_per_sample, layer_flops
-from jaxvlm.models.llama.modeling import LlamaConfig, LlamaForCausalLM, UnitGate
+from jaxvlm.methods.adallava.units import UnitGate
+from jaxvlm.models.llama.modeling import LlamaConfig, LlamaForCausalLM
 
 IMG, LAT, VOCAB, N, L, PREFIX = 120, 121, 128, 16, 5, 2
 H, HEADS, G, D, INTER = 48, 8, 4, 4, 96  # r = 2 q heads and 24 MLP rows per unit
@@ -196,7 +197,7 @@ def test_biases_and_lora_gathered_equals_masked_and_whole_layer():
   x = jnp.asarray(rng.normal(size=(3, 5, H)), jnp.float32)
   cos, sin = lm.model.rope_tables(jnp.broadcast_to(jnp.arange(5), (3, 5)))
   weights = jnp.asarray([[0, 1, 0, 1], [0, 0.5, 0, 1], [0, 0, 0, 0]], jnp.float32)
-  run = lambda gate: np.asarray(layer(x, cos, sin, None, None, units=gate)[0])
+  run = lambda gate: np.asarray(gate(layer, x, cos, sin, None, None)[0])
   with jax.default_matmul_precision("highest"):
     gathered = run(UnitGate(weights, jnp.asarray([3, 1], jnp.int32)))
     masked = run(UnitGate(weights))
@@ -229,7 +230,7 @@ def test_gathered_layer_matmuls_have_the_reduced_width():
   layer = lm.model.layers[1]
   x = jnp.ones((2, 5, H))
   cos, sin = lm.model.rope_tables(jnp.broadcast_to(jnp.arange(5), (2, 5)))
-  run = lambda gate: jax.make_jaxpr(lambda x: layer(x, cos, sin, None, None, units=gate))(x)
+  run = lambda gate: jax.make_jaxpr(lambda x: gate(layer, x, cos, sin, None, None))(x)
   gathered = _dot_kernels(run(UnitGate(jnp.ones((2, G)), jnp.asarray([2], jnp.int32))).jaxpr)
   # one unit: 2 q heads (8 columns), 1 k/v head (4), o_proj rows 8, 24 MLP rows
   assert sorted(gathered) == sorted([(H, 8), (H, 4), (H, 4), (8, H), (H, 24), (H, 24), (24, H)])
@@ -301,6 +302,50 @@ def test_generation_traces_only_the_gathered_widths(shared):
   assert gathered.count((H, HEADS * D)) == 2 * PREFIX and gathered.count((H, 3 * 2 * D)) == 6
   masked = dots(**{k: v for k, v in kw.items() if k != "units"})
   assert masked.count((H, INTER)) == 2 * 2 * L and masked.count((H, 3 * INTER // G)) == 0
+
+
+def _eqns(jaxpr):
+  """Every equation of a jaxpr, sub-jaxprs (cond branches, loop bodies) included."""
+  for eqn in jaxpr.eqns:
+    yield eqn
+    for p in eqn.params.values():
+      for sub in p if isinstance(p, (list, tuple)) else (p,):
+        if isinstance(sub, jcore.ClosedJaxpr):
+          yield from _eqns(sub.jaxpr)
+        elif isinstance(sub, jcore.Jaxpr):
+          yield from _eqns(sub)
+
+
+def test_decode_step_copies_no_weights_and_no_full_head_cache(shared):
+  ids, mask, px = _prompts()
+  inp = ada.budget_inputs(shared, ids, mask, px, latency_budget=0.45, token_budget=1.0)
+  assert inp.units == 1  # 1 of G = 4 units in each chosen layer
+  units = ada.UnitCount(inp.units)
+  call, dec = shared.prefill_inputs(inp.input_ids, inp.attention_mask,
+                                    image_features=inp.image_features, budget=inp.budget,
+                                    position_ids=inp.position_ids, units=units)
+  out = shared(cache=shared.init_cache(3, inp.input_ids.shape[1] + 2), logits_to_keep=1, **call)
+  kv = out.cache.kv
+  # the cache keeps only the computed heads after the prefix, and the weights cut at prefill
+  assert [t.shape[2] for t in kv.k] == [G] * PREFIX + [1] * (L - PREFIX)
+  assert [s is None for s in kv.slices] == [True] * PREFIX + [False] * (L - PREFIX)
+  assert kv.slices[PREFIX]["gate_proj"].kernel.shape == (H, INTER // G)
+  tok = jnp.argmax(out.logits[:, -1], -1)[:, None]
+  step = lambda cache: shared(input_ids=tok, attention_mask=jnp.ones_like(tok), cache=cache,
+                              logits_to_keep=1, **dec).logits
+  eqns = list(_eqns(jax.make_jaxpr(step)(out.cache).jaxpr))
+  embed = shared.vlm.language_model.model.embed_tokens.embedding[...].shape
+  smallest_kernel = H * D  # one unit's k_proj columns; a cache layer is larger still
+  big = lambda e: [v.aval.shape for v in e.invars[:1]
+                   if v.aval.size >= smallest_kernel and v.aval.shape != embed]
+  # no weight slice gathered, no cache heads taken out, no full-head buffer scattered into
+  assert [big(e) for e in eqns if e.primitive.name in ("gather", "scatter") and big(e)] == []
+  writes = [e.invars[0].aval.shape[2] for e in eqns
+            if e.primitive.name == "dynamic_update_slice" and e.invars[0].aval.ndim == 4]
+  assert sorted(writes) == sorted([G] * 2 * PREFIX + [1] * 2 * (L - PREFIX))
+  with jax.default_matmul_precision("highest"):  # and the step still equals the masked one
+    ref = _step(shared, inp, None)[1]
+    np.testing.assert_allclose(np.asarray(step(out.cache))[:, -1], ref, atol=1e-5, rtol=1e-5)
 
 
 # ----- FLOPs --------------------------------------------------------------------------------------

@@ -15,16 +15,17 @@ them) and the *token budget* (``K`` of the ``N`` visual tokens of an image).
   plan rides in :class:`AdaCache`).
 * ``granularity="head"``: the scheduler also picks units inside the chosen layers. A unit is one
   of the ``G = num_key_value_heads`` KV-head groups of a layer (its q heads, k/v head, o_proj rows
-  and ``1/G`` of the MLP intermediate rows; :class:`~jaxvlm.models.llama.modeling.UnitGate`).
+  and ``1/G`` of the MLP intermediate rows; :class:`~jaxvlm.methods.adallava.units.UnitGate`).
   Rule (:func:`unit_counts`): ``U = relu(floor(L G b) - prefix G)`` units after the prefix,
   ``n = ceil(U / G)`` layers (the layer scheduler's top-``n``) and ``g = ceil(U / n)`` units in
   each (top-``g`` per layer of a second head ``Linear(hidden, (L - prefix) G)``): ``n g >= U``,
   ``b = 1`` runs everything. Training computes every unit and multiplies each unit's head outputs
   and MLP activations by its straight-through gate (layer gate x unit gate). Inference with
   ``shared_plan`` and :attr:`BudgetInputs.units` (``g`` of the batch, a host-side function of the
-  budget: static shapes) gathers the chosen units' weight slices and computes only those, in
-  prefill and decode (the unit plan rides in :class:`AdaCache`, so decode runs the heads whose KV
-  the prefill wrote). Without ``shared_plan`` the unchosen units of a chosen layer are computed
+  budget: static shapes) computes only the chosen units, in prefill and decode: the prefill cuts
+  the chosen layers' weight slices once and keeps them, with a KV cache of only the chosen heads,
+  in :class:`AdaCache` (a :class:`~jaxvlm.methods.adallava.units.UnitCache`); each decode step
+  reads them and copies no weights or cache. Without ``shared_plan`` the unchosen units of a chosen layer are computed
   and masked (FLOPs counted, not saved); unchosen layers are skipped in both cases.
 * Inference executes one plan per batch (``shared_plan``, the default): the scheduler's logits
   are averaged over the rows, so rows with equal budgets run the same layers / units and rows with
@@ -52,7 +53,8 @@ from jaxvlm.layers.attention import KVCache
 from jaxvlm.layers.linear import LayerNorm, Linear
 from jaxvlm import frozen
 from jaxvlm.models import multimodal as mm
-from jaxvlm.models.llama.modeling import ModelOutput, UnitGate
+from jaxvlm.models.llama.modeling import ModelOutput
+from jaxvlm.methods.adallava.units import UnitCache, UnitGate, unit_cache
 from jaxvlm.methods.adallava.gumbel import gumbel_topk, topk_mask
 
 
@@ -84,7 +86,8 @@ class UnitCount:
 @flax.struct.dataclass
 class AdaCache:
   """The decoder's KV cache plus the per-row plan fixed at prefill: layers ``[B, L]`` or, with
-  head granularity, units ``[B, L, G]``."""
+  head granularity, units ``[B, L, G]``. With gathered units ``kv`` is a ``UnitCache`` (the chosen
+  heads' keys / values and weight slices of the layers after the prefix)."""
 
   kv: KVCache
   plan: jax.Array
@@ -271,10 +274,12 @@ class AdaLlava(nnx.Module):
       return call, {}
     return {**call, "units": units}, {"units": units}
 
-  def layer_gate(self, plan: jax.Array, i: int, units: UnitCount | None):
+  def layer_gate(self, plan: jax.Array, i: int, units: UnitCount | None, kv=None, *,
+                 prefill: bool = False):
     """Layer ``i``'s gate from a full plan (``[B, L]`` or ``[B, L, G]``): ``[B]``, or for head
-    granularity a :class:`UnitGate` (None in the prefix), gathering the ``units.per_layer``
-    units the batch's plan has on when ``units`` is given."""
+    granularity a :class:`UnitGate` (None in the prefix), computing the ``units.per_layer``
+    units the batch's plan has on when ``units`` is given; with a :class:`UnitCache` ``kv`` the
+    prefill stores their weight slices in it and a decode step reads them."""
     if self.config.granularity == "layer":
       return plan[:, i]
     if i < self.config.prefix_layers:
@@ -286,7 +291,9 @@ class AdaLlava(nnx.Module):
                         "units need one plan per batch)")
     union = jnp.max(plan[:, i], axis=0)  # shared logits: every row's units are in the largest set
     index = jnp.argsort(-union, stable=True)[:units.per_layer].astype(jnp.int32)
-    return UnitGate(plan[:, i], index)
+    if not isinstance(kv, UnitCache):
+      return UnitGate(plan[:, i], index)
+    return UnitGate(plan[:, i], index, None if prefill else kv.slices[i], store=prefill)
 
   def __call__(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None,
                cache: AdaCache | None = None, *, budget=None, latency_index=None, rng=None,
@@ -302,6 +309,10 @@ class AdaLlava(nnx.Module):
     layer, which must be the largest ``g`` of the batch's budgets (:attr:`BudgetInputs.units`)."""
     prefix = self.config.prefix_layers
     kv = None if cache is None else cache.kv
+    gathered = units is not None and units.per_layer < self.groups
+    if gathered and budget is not None and kv is not None:  # prefill: cache the chosen units only
+      kv = unit_cache(kv, self.vlm.language_model.model.layers, range(prefix, self.num_layers),
+                      units.per_layer)
     if budget is None:
       if cache is None:
         raise ConfigError("budget", None, "a budget per row in (0, 1] (or a cache with a plan)")
@@ -318,7 +329,7 @@ class AdaLlava(nnx.Module):
         chosen = self.plan(h, budget, rng=rng, train=train)
         ones = jnp.ones((x.shape[0], prefix) + chosen.shape[2:], chosen.dtype)
         made["plan"] = jnp.concatenate([ones, chosen], axis=1)
-      return self.layer_gate(made["plan"], i, units)
+      return self.layer_gate(made["plan"], i, units, kv, prefill=budget is not None)
 
     out = self.vlm.language_model(input_ids, attention_mask, position_ids, inputs_embeds, kv,
                                   layer_gates=gates, skip_gated=not train,

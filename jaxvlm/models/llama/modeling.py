@@ -9,6 +9,7 @@ mirror ``transformers`` so weight names and LoRA target patterns carry over unch
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Mapping
 
 import flax.struct
@@ -175,40 +176,30 @@ class Attention(nnx.Module):
     self.o_proj = lin(cfg.num_attention_heads * d, h, cfg.o_bias, ("heads", "embed"))
 
   def __call__(self, x, cos, sin, mask, cache: KVCache | None, *, return_probs: bool,
-               attention_fn: AttentionFn | None, units: UnitGate | None = None):
-    """``units``: run only the units ``units.index`` (KV-head groups: their q heads, k/v head and
-    o_proj input rows), each head's output weighted per row (see :class:`UnitGate`)."""
+               attention_fn: AttentionFn | None, units=None):
+    """``units`` (adaptive width, from a gate's hook): computes only some heads through
+    ``units.project(name, proj, x)`` (q/k/v), ``units.update_cache(cache, layer, k, v)`` and
+    ``units.output(name, proj, h)`` (o_proj); the head counts follow the projections' widths."""
     cfg = self.cfg
     b, s, _ = x.shape
-    heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
-    if units is None:
-      q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-    else:
-      heads, kv_heads = heads // kv_heads * units.count, units.count
-      q, k, v = (unit_linear(p, x, units.index, cfg.num_key_value_heads, axis=1)
-                 for p in (self.q_proj, self.k_proj, self.v_proj))
-    q = q.reshape(b, s, heads, cfg.head_dim)
-    k = k.reshape(b, s, kv_heads, cfg.head_dim)
-    v = v.reshape(b, s, kv_heads, cfg.head_dim)
+    project = (lambda name, proj, x: proj(x)) if units is None else units.project
+    q, k, v = (project(n, getattr(self, n), x) for n in ("q_proj", "k_proj", "v_proj"))
+    q = q.reshape(b, s, -1, cfg.head_dim)
+    k = k.reshape(b, s, -1, cfg.head_dim)
+    v = v.reshape(b, s, -1, cfg.head_dim)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     q = shard_activation(q, ("batch", "length", "act_heads", "head_dim"))
-    if cache is not None and (units is None or units.index is None):
-      cache, k, v = cache.update_layer(self.layer_idx, k, v)
-    elif cache is not None:
-      cache, k, v = _update_unit_cache(cache, self.layer_idx, k, v, units.index,
-                                       cfg.num_key_value_heads)
+    if cache is not None:
+      cache, k, v = (cache.update_layer(self.layer_idx, k, v) if units is None
+                     else units.update_cache(cache, self.layer_idx, k, v))
     probs = None
     if attention_fn is not None and not return_probs:
       out = attention_fn(q, k, v, mask, self.layer_idx)
     else:
       out, probs = attention(q, k, v, mask, implementation=cfg.attention_impl,
                              causal=cfg.causal, return_probs=return_probs)
-    if units is None:
-      out = self.o_proj(out.reshape(b, s, heads * cfg.head_dim))
-    else:
-      out = out * units.expand(heads // kv_heads)[:, None, :, None].astype(out.dtype)
-      out = unit_linear(self.o_proj, out.reshape(b, s, heads * cfg.head_dim), units.index,
-                        cfg.num_key_value_heads, axis=0, bias_gate=units.active())
+    out = out.reshape(b, s, -1)
+    out = self.o_proj(out) if units is None else units.output("o_proj", self.o_proj, out)
     return out, probs, cache
 
 
@@ -223,16 +214,13 @@ class MLP(nnx.Module):
     self.up_proj = lin(cfg.hidden_size, cfg.intermediate_size, ("embed", "mlp"))
     self.down_proj = lin(cfg.intermediate_size, cfg.hidden_size, ("mlp", "embed"))
 
-  def __call__(self, x, units: UnitGate | None = None):
-    """``units``: only the intermediate rows of ``units.index`` (``units.groups`` equal blocks),
-    each block's activations weighted per row (see :class:`UnitGate`)."""
+  def __call__(self, x, units=None):
+    """``units``: only some intermediate rows (see :meth:`Attention.__call__`)."""
     if units is None:
       return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
-    cut = lambda p: unit_linear(p, x, units.index, units.groups, axis=1)
-    h = jax.nn.silu(cut(self.gate_proj)) * cut(self.up_proj)
-    h = h * units.expand(h.shape[-1] // units.count)[:, None].astype(h.dtype)
-    return unit_linear(self.down_proj, h, units.index, units.groups, axis=0,
-                       bias_gate=units.active())
+    h = jax.nn.silu(units.project("gate_proj", self.gate_proj, x)) * units.project(
+        "up_proj", self.up_proj, x)
+    return units.output("down_proj", self.down_proj, h)
 
 
 class DecoderLayer(nnx.Module):
@@ -247,7 +235,7 @@ class DecoderLayer(nnx.Module):
     self.mlp = MLP(cfg, rngs)
 
   def __call__(self, x, cos, sin, mask, cache, *, return_probs=False, attention_fn=None,
-               units: UnitGate | None = None):
+               units=None):
     h, probs, cache = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache,
                                      return_probs=return_probs, attention_fn=attention_fn,
                                      units=units)
@@ -332,8 +320,9 @@ class LlamaModel(nnx.Module):
       else:
         if output_attentions:
           raise ConfigError("output_attentions", True, "False when layer_gates are given")
-        x, cache = gated_layer(layer, gate, x, cos, sin, masks[cfg.layer_window(i)], cache,
-                               attention_fn=attention_fn, skip=skip_gated)
+        run = gate if callable(gate) else functools.partial(gated_layer, gate=gate)
+        x, cache = run(layer, x, cos, sin, masks[cfg.layer_window(i)], cache,
+                       attention_fn=attention_fn, skip=skip_gated)
         probs = None
       attns.append(probs)
     if prune is not None and prune.layer == len(self.layers):  # kept tokens of the last layer
@@ -369,104 +358,29 @@ class LlamaModel(nnx.Module):
     return x, cos, sin, cache, masks
 
 
-# layer_gates: ``[B, L]`` per-row layer weights, or ``fn(layer_idx, x) -> [B] | UnitGate | None``
-# called before each layer (None = run the layer ungated; a UnitGate = run only some of its units).
-# Lets a method decide the plan from hidden states.
-LayerGates = jax.Array | Callable[[int, jax.Array], "jax.Array | UnitGate | None"] | None
+# layer_gates: ``[B, L]`` per-row layer weights, or ``fn(layer_idx, x) -> gate | None`` called
+# before each layer (None = run the layer ungated). A gate is ``[B]`` (:func:`gated_layer`) or a
+# callable ``(layer, x, cos, sin, mask, cache, *, attention_fn, skip) -> (x, cache)`` that runs the
+# layer itself (adaptive width: ``jaxvlm.methods.adallava.units``). Lets a method decide the plan
+# from hidden states.
+LayerGates = jax.Array | Callable[[int, jax.Array], Any] | None
 
 
-@flax.struct.dataclass
-class UnitGate:
-  """Per-unit gates of one layer (adaptive width). The layer's ``G = num_key_value_heads`` units
-  are its KV-head groups: unit ``u`` = q heads ``u Hq/G .. (u+1) Hq/G - 1``, k/v head ``u``, the
-  matching o_proj input rows and intermediate (MLP) rows ``u I/G .. (u+1) I/G - 1``.
-
-  ``weights [B, G]``: each unit's per-row weight; a unit's attention-head outputs and MLP
-  activations are multiplied by it (straight-through ``{0, 1}`` gates in training). ``index [g]``
-  (int, or None = all ``G``): the only units computed: their weight slices are gathered, so the
-  matmuls are ``g / G`` as wide, and attention reads the KV cache of their k/v heads only (the
-  other heads' new slots are written with zeros). The output-projection biases are added for rows
-  with some non-zero weight.
-  """
-
-  weights: jax.Array
-  index: jax.Array | None = None
-
-  @property
-  def groups(self) -> int:
-    return self.weights.shape[-1]
-
-  @property
-  def count(self) -> int:
-    return self.groups if self.index is None else self.index.shape[0]
-
-  def computed(self) -> jax.Array:
-    """Weights ``[B, g]`` of the computed units."""
-    return self.weights if self.index is None else jnp.take(self.weights, self.index, axis=1)
-
-  def expand(self, width: int) -> jax.Array:
-    """``[B, g * width]``: each computed unit's weight repeated over its ``width`` features."""
-    return jnp.repeat(self.computed(), width, axis=1)
-
-  def active(self) -> jax.Array:
-    """``[B]`` True for rows with some non-zero weight."""
-    return jnp.any(self.computed() != 0, axis=1)
-
-
-def unit_blocks(w: jax.Array, index: jax.Array | None, groups: int, axis: int) -> jax.Array:
-  """``w`` cut into ``groups`` equal consecutive blocks along ``axis``; the blocks ``index``
-  concatenated in that order (``index=None``: ``w``)."""
-  if index is None:
-    return w
-  axis = axis % w.ndim
-  split = w.shape[:axis] + (groups, w.shape[axis] // groups) + w.shape[axis + 1:]
-  kept = jnp.take(w.reshape(split), index, axis=axis)
-  return kept.reshape(w.shape[:axis] + (-1,) + w.shape[axis + 1:])
-
-
-def unit_linear(lin, x: jax.Array, index: jax.Array | None, groups: int, *, axis: int,
-                bias_gate: jax.Array | None = None) -> jax.Array:
-  """``lin(x)`` (a ``Linear`` or ``LoRALinear``) with the kernel cut to the blocks ``index`` of
-  ``groups`` (:func:`unit_blocks`): ``axis=1`` output columns (bias cut alike), ``axis=0`` input
-  rows (``x`` holds just those features; the bias, times ``bias_gate [B]``, added whole). LoRA
-  factors are cut alike; ``index=None`` computes what ``lin(x)`` does."""
-  blocks = None if index is None else (lambda w, ax: unit_blocks(w, index, groups, ax))
-  if axis == 1:
-    return lin(x, cut_out=blocks)
-  scale = None if bias_gate is None else bias_gate.reshape((-1,) + (1,) * (x.ndim - 1))
-  return lin(x, cut_in=blocks, bias_scale=scale)
-
-
-def _update_unit_cache(cache: KVCache, layer: int, k, v, index, kv_heads: int):
-  """Writes the computed units' ``k, v [B, S, g, D]`` at their heads ``index`` of ``layer``
-  (the other heads' new slots get zeros: no later call of this plan reads them); returns the
-  full-length keys/values of those heads."""
-  full = lambda t: jnp.zeros(t.shape[:2] + (kv_heads,) + t.shape[3:], t.dtype).at[
-      :, :, index].set(t)
-  cache, k_all, v_all = cache.update_layer(layer, full(k), full(v))
-  return cache, jnp.take(k_all, index, axis=2), jnp.take(v_all, index, axis=2)
-
-
-def gated_layer(layer: DecoderLayer, gate: jax.Array | UnitGate, x, cos, sin, mask, cache, *,
+def gated_layer(layer: DecoderLayer, x, cos, sin, mask, cache, *, gate: jax.Array,
                 attention_fn=None, skip: bool = False):
-  """``x + gate * (layer(x) - x)`` per row (``gate [B]``); returns ``(x, cache)``. A
-  :class:`UnitGate` instead runs the layer on its units only (unit outputs weighted per row).
+  """``x + gate * (layer(x) - x)`` per row (``gate [B]``); returns ``(x, cache)``.
 
   With ``skip`` the layer runs under ``lax.cond`` only when some row's gate is non-zero, so a layer
   no row selected costs nothing (its cache slots stay as they were). Training keeps ``skip=False``
   so that straight-through gates get gradients from every layer.
   """
   def run(x, cache):
-    if isinstance(gate, UnitGate):
-      y, _, cache = layer(x, cos, sin, mask, cache, attention_fn=attention_fn, units=gate)
-      return y, cache
     y, _, cache = layer(x, cos, sin, mask, cache, attention_fn=attention_fn)
     return x + gate.astype(y.dtype)[:, None, None] * (y - x), cache
 
   if not skip:
     return run(x, cache)
-  on = jnp.any(gate.active()) if isinstance(gate, UnitGate) else jnp.any(gate != 0)
-  return jax.lax.cond(on, run, lambda x, cache: (x, cache), x, cache)
+  return jax.lax.cond(jnp.any(gate != 0), run, lambda x, cache: (x, cache), x, cache)
 
 
 def default_position_ids(valid: jax.Array, cache: KVCache | None) -> jax.Array:
@@ -516,7 +430,7 @@ class LlamaForCausalLM(nnx.Module):
       logits_to_keep: if > 0, compute logits for the last ``logits_to_keep`` positions only.
       layer_gates: per-row layer gates ``[B, L]`` or a callable ``(layer_idx, x) -> [B] | None``
         (adaptive depth): layer ``i`` outputs ``x + g * (layer(x) - x)``; see :func:`gated_layer`.
-        The callable may return a :class:`UnitGate` (adaptive width: only some heads / MLP rows).
+        The callable may return a gate that runs the layer itself (adaptive width).
       skip_gated: with ``layer_gates``, layers whose gates are all zero are not computed.
       prune: a :class:`~jaxvlm.models.multimodal.LayerPrune`: from its ``layer`` on only the
         tokens ``kept_index`` go on, at their original positions (SGL). With a cache (prefill),
