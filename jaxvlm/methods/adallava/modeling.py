@@ -1,4 +1,5 @@
-"""AdaLLaVA on a LLaVA-style :class:`VisionLanguageModel`: latency token, scheduler, token controller.
+"""AdaLLaVA on a LLaVA-style :class:`VisionLanguageModel`: latency token, scheduler, token
+controller.
 
 Two budgets in ``(0, 1]`` drive it separately: the *latency budget* (layers, or units inside
 them) and the *token budget* (``K`` of the ``N`` visual tokens of an image).
@@ -25,15 +26,17 @@ them) and the *token budget* (``K`` of the ``N`` visual tokens of an image).
   budget: static shapes) computes only the chosen units, in prefill and decode: the prefill cuts
   the chosen layers' weight slices once and keeps them, with a KV cache of only the chosen heads,
   in :class:`AdaCache` (a :class:`~jaxvlm.methods.adallava.units.UnitCache`); each decode step
-  reads them and copies no weights or cache. Without ``shared_plan`` the unchosen units of a chosen layer are computed
-  and masked (FLOPs counted, not saved); unchosen layers are skipped in both cases.
+  reads them and copies no weights or cache. Without ``shared_plan`` the unchosen units of a
+  chosen layer are computed and masked (FLOPs counted, not saved); unchosen layers are skipped in
+  both cases.
 * Inference executes one plan per batch (``shared_plan``, the default): the scheduler's logits
   are averaged over the rows, so rows with equal budgets run the same layers / units and rows with
   smaller budgets run a subset of the largest row's (weighted 0 on the rest). Training draws a
   plan per row.
 * :class:`TokenController`: scores over the N visual tokens conditioned on the token budget's
-  sin / cos features; ``K = max(1, round(b_token N))`` kept (Gumbel top-K in training, ``pallas_kernels.select_tokens`` +
-  ``keep_visual_tokens`` at inference, see :func:`budget_inputs`).
+  sin / cos features; ``K = max(1, round(b_token N))`` kept (Gumbel top-K in training,
+  ``pallas_kernels.select_tokens`` + ``keep_visual_tokens`` at inference, see
+  :func:`budget_inputs`).
 """
 
 from __future__ import annotations
