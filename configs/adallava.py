@@ -69,7 +69,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if preset == "llava7b":
     c.model.path = "/path/to/llava-1.5-7b-hf"
     c.model.hf_config = ml_collections.ConfigDict()  # a real folder: no tiny overrides
-    c.model.dtype = "bfloat16"
+    c.model.dtype = c.model.param_dtype = "bfloat16"  # bf16 weights, as published
     c.model.adallava.update(latency_token_id=32002,  # an unused row of the 32064-entry vocab
                             prefix_layers=16, controller_hidden=1024)
     c.data.update(instruct_json="/path/to/llava_v1_5_mix665k.json",
