@@ -125,7 +125,8 @@ def write_data(root: str, size: str, s: dict) -> dict[str, str]:
 def run_preset(workdir: str, folder: str, data: dict, s: dict) -> dict:
   """``jaxvlm run`` of ``configs/adallava.py:llava7b`` on the written folder and data."""
   overrides = {
-      "model.path": folder, **{f"data.{k}": v for k, v in data.items()}, "data.limit": 0, "data.instruct_limit": 0,
+      "model.path": folder, **{f"data.{k}": v for k, v in data.items()}, "data.limit": 0,
+      "data.instruct_limit": 0,
       "data.max_new_tokens": s["new"], "train.steps": s["steps"],
       "train.batch_size": s["train_batch"], "train.checkpoint_every": 0,
       "optimizer.warmup_steps": 1, "sweep.token_budgets": str(TOKEN_BUDGETS).replace(" ", ""),

@@ -29,7 +29,7 @@ def test_bench_adallava_tiny(tmp_path, monkeypatch, granularity):
 
 
 def test_run_adallava_real_tiny(tmp_path, monkeypatch):
-  """The GPU script's code path at the tiny shape: folder, data, the llava7b preset, transformers."""
+  """The GPU script's code path at the tiny shape: folder, data, llava7b preset, transformers."""
   from benchmarks import run_adallava_real as real
   monkeypatch.setenv("XLA_PYTHON_CLIENT_ALLOCATOR", "platform")  # restored afterwards
   monkeypatch.setitem(real.RUN_ENV, "JAX_PLATFORMS", "cpu")
