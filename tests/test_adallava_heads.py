@@ -8,6 +8,8 @@ program, FLOPs per unit and the config errors.
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.extend.core as jcore
 import jax.numpy as jnp
@@ -346,6 +348,26 @@ def test_decode_step_copies_no_weights_and_no_full_head_cache(shared):
   with jax.default_matmul_precision("highest"):  # and the step still equals the masked one
     ref = _step(shared, inp, None)[1]
     np.testing.assert_allclose(np.asarray(step(out.cache))[:, -1], ref, atol=1e-5, rtol=1e-5)
+
+
+def test_compiled_generation_copies_no_cache_layer(shared):
+  """Unit-gated layers run under lax.cond; a cond that wrote a cache layer would copy the whole
+  layer in XLA's program (every decode step). The compiled generation holds no such copy."""
+  from jaxvlm import frozen
+  from jaxvlm.generation.autoregressive import _generate_jit
+  ids, mask, px = _prompts()
+  inp = ada.budget_inputs(shared, ids, mask, px, latency_budget=0.45, token_budget=1.0)
+  graphdef, state = frozen.split(shared)
+  new = 4
+  hlo = _generate_jit.lower(
+      graphdef, state, jnp.asarray(inp.input_ids, jnp.int32),
+      jnp.asarray(inp.attention_mask, jnp.int32), jax.random.key(0), inp.generate_kwargs(),
+      max_new_tokens=new, temperature=0.0, top_k=0, top_p=1.0, eos=(), pad_token_id=0,
+      return_cache=False, stop_check_every=1).compile().as_text()
+  slots = inp.input_ids.shape[1] + new
+  layers = {f"f32[3,{slots},{h},{D}]" for h in (inp.units, G)}
+  copies = re.findall(r"= (\w+\[[\d,]*\])\S* copy\(", hlo)
+  assert copies and not layers & set(copies)
 
 
 # ----- FLOPs --------------------------------------------------------------------------------------

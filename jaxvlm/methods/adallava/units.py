@@ -147,31 +147,76 @@ class UnitGate:
   def __call__(self, layer, x, cos, sin, mask, cache, *, attention_fn=None, skip: bool = False):
     """Runs ``layer`` on the units (the decoder's hook); returns ``(x, cache)``. With ``skip`` the
     layer runs under ``lax.cond`` only when some row has a non-zero weight (a layer no row selected
-    costs nothing; its cache slots stay as they were)."""
+    costs nothing). With a cache the cond only reads it: the layer attends to the cache and its new
+    keys / values apart (:func:`split_attention`) and returns those, which are written after the
+    cond (zeros for a skipped layer, whose cache no later step of the plan reads), so no cache
+    layer is copied in or out of the cond."""
     i = layer.self_attn.layer_idx
     slices = cache.slices if isinstance(cache, UnitCache) else ()
     if self.store and not (slices and slices[i] is not None):
       raise ConfigError("cache", type(cache).__name__, f"a UnitCache with weight slices for "
                         f"layer {i} (unit_cache) to store the cut units in")
+    if cache is not None and attention_fn is not None:
+      raise ConfigError("attention_fn", attention_fn, "None when a unit-gated layer has a cache")
     inner = cache.replace(slices=()) if slices else cache  # the slices stay out of the cond
 
     def run(x, cache, slot):
       cuts = self.cuts
       if cuts is None and self.index is not None:
         cuts = cut_layer(layer, self.index, self.groups)
-      y, _, cache = layer(x, cos, sin, mask, cache, attention_fn=attention_fn,
-                          units=LayerUnits(self, cuts))
-      return y, cache, cuts if self.store else slot
+      new_kv = None if cache is None else []
+      core = attention_fn if cache is None else split_attention(cache.index)
+      y, _, _ = layer(x, cos, sin, mask, cache, attention_fn=core,
+                      units=LayerUnits(self, cuts, new_kv))
+      kv = () if cache is None else tuple(t.astype(cache.k[i].dtype) for t in new_kv)
+      return y, kv, cuts if self.store else slot
+
+    def skipped(x, cache, slot):
+      if cache is None:
+        return x, (), slot
+      shape = x.shape[:2] + (self.count, cache.k[i].shape[3])
+      return x, (jnp.zeros(shape, cache.k[i].dtype), jnp.zeros(shape, cache.v[i].dtype)), slot
 
     slot = slices[i] if self.store else None
     if skip:
-      x, inner, slot = jax.lax.cond(jnp.any(self.active()), run, lambda *a: a, x, inner, slot)
+      x, kv, slot = jax.lax.cond(jnp.any(self.active()), run, skipped, x, inner, slot)
     else:
-      x, inner, slot = run(x, inner, slot)
+      x, kv, slot = run(x, inner, slot)
+    if cache is None:
+      return x, None
+    inner = inner.update_layer(i, *kv)[0]
     if slices:
       inner = inner.replace(slices=slices[:i] + (slot,) + slices[i + 1:] if self.store
                             else slices)
     return x, inner
+
+
+def split_attention(index):
+  """An attention core for a layer whose new keys / values are not yet in its cache: ``k`` and
+  ``v`` are ``(cache layer [B, M, h, D], new [B, S, h, D])``, the new ones belonging at slots
+  ``index .. index + S - 1`` of ``mask [B|1, 1, S, M]``. One float32 softmax over both parts, as
+  :func:`jaxvlm.layers.attention.attention` computes it over the written cache."""
+  def core(q, k, v, mask, layer):
+    (k_old, k_new), (v_old, v_new) = k, v
+    b, s, hq, d = q.shape
+    h, m = k_new.shape[2], k_old.shape[1]
+    qg = q.reshape(b, s, h, hq // h, d)
+    mask = jnp.broadcast_to(mask, (b, 1, s, m))
+    slots = jnp.arange(m)
+    fresh = (slots >= index) & (slots < index + s)
+    parts = ((k_old, v_old, mask & ~fresh),
+             (k_new, v_new, jax.lax.dynamic_slice_in_dim(mask, index, s, axis=3)))
+    scores = [jnp.where(keep[:, :, None], jnp.einsum(
+        "bqhgd,bkhd->bhgqk", qg, kk, preferred_element_type=jnp.float32) * d ** -0.5,
+        jnp.finfo(jnp.float32).min) for kk, _, keep in parts]
+    top = jnp.maximum(*(sc.max(-1, keepdims=True) for sc in scores))
+    exps = [jnp.exp(sc - top) for sc in scores]
+    total = sum(e.sum(-1, keepdims=True) for e in exps)
+    out = sum(jnp.einsum("bhgqk,bkhd->bqhgd", (e / total).astype(vv.dtype), vv)
+              for e, (_, vv, _) in zip(exps, parts))
+    return out.reshape(b, s, hq, d)
+
+  return core
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,6 +226,7 @@ class LayerUnits:
 
   gate: UnitGate
   cuts: dict[str, CutLinear] | None
+  new_kv: list | None = None  # collects the new keys / values instead of writing the cache
 
   def project(self, name: str, lin, x: jax.Array) -> jax.Array:
     """``lin(x)`` on the computed units' output columns."""
@@ -197,10 +243,15 @@ class LayerUnits:
 
   def update_cache(self, cache: KVCache, layer: int, k: jax.Array, v: jax.Array
                    ) -> tuple[KVCache, Any, Any]:
-    """Writes the computed units' ``k, v [B, S, g, D]``; the layer's cache must hold exactly
-    those heads (a :class:`UnitCache` for a gathered layer)."""
+    """The computed units' ``k, v [B, S, g, D]`` for attention: written into the cache, or with
+    ``new_kv`` collected there and returned next to the unchanged cache layer (for
+    :func:`split_attention`). The layer's cache must hold exactly those heads (a
+    :class:`UnitCache` for a gathered layer)."""
     held = cache.k[layer].shape[2]
     if held != k.shape[2]:
       raise ConfigError("cache", f"layer {layer} with {held} k/v heads",
                         f"{k.shape[2]} heads, those of the computed units (unit_cache)")
-    return cache.update_layer(layer, k, v)
+    if self.new_kv is None:
+      return cache.update_layer(layer, k, v)
+    self.new_kv.extend((k, v))
+    return cache, (cache.k[layer], k), (cache.v[layer], v)
