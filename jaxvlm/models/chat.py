@@ -8,7 +8,6 @@ expanded by the real processor; generation uses the checkpoint's defaults
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from typing import Sequence
@@ -26,12 +25,12 @@ from jaxvlm.models.tokenizer import load_tokenizer
 def load_processor(path: str, trust_remote_code: bool = False, what: str = "model.path"):
   """The folder's processor, its tokenizer padding on the left.
 
-  ``qwen2_5_vl`` / ``llava`` / ``internvl`` folders give their ``transformers`` processor
-  (``AutoProcessor``); InternVL2 remote-code folders (``internvl_chat``) give
+  ``qwen2_5_vl`` / ``llava`` / ``internvl`` folders give their ``transformers`` processor class
+  (``processor_config.json``), built from the folder's tokenizer and slow image processor without
+  a video processor (images only; the same with or without ``torchvision``, and for folders that
+  ship no video processor config); InternVL2 remote-code folders (``internvl_chat``) give
   :class:`~jaxvlm.models.internvl.processor.InternVL2Processor`; a folder without an image
-  processor gives the tokenizer. Without ``torchvision`` (which ``transformers`` needs for video
-  processors only) the processor is built from the folder's tokenizer, slow image processor and
-  ``processor_config.json``, without a video processor. A folder whose tokenizer has no chat
+  processor gives the tokenizer. A folder whose tokenizer has no chat
   template raises :class:`MissingFileError` naming the file it needs. ``path`` is a local
   folder or a hub id (:func:`jaxvlm.models.paths.resolve_model_path`; ``what`` names the setting
   in its errors).
@@ -49,9 +48,6 @@ def load_processor(path: str, trust_remote_code: bool = False, what: str = "mode
   elif not any(os.path.exists(os.path.join(path, f))
                for f in ("preprocessor_config.json", "processor_config.json")):
     processor = load_tokenizer(path, trust_remote_code=trust_remote_code)
-  elif importlib.util.find_spec("torchvision") is not None:
-    import transformers
-    processor = transformers.AutoProcessor.from_pretrained(path, local_files_only=True)
   else:
     processor = _processor_without_video(path)
   tok = getattr(processor, "tokenizer", processor)
