@@ -350,11 +350,16 @@ def test_decode_step_copies_no_weights_and_no_full_head_cache(shared):
     np.testing.assert_allclose(np.asarray(step(out.cache))[:, -1], ref, atol=1e-5, rtol=1e-5)
 
 
-def test_compiled_generation_copies_no_cache_layer(shared):
-  """Unit-gated layers run under lax.cond; a cond that wrote a cache layer would copy the whole
-  layer in XLA's program (every decode step). The compiled generation holds no such copy."""
+@pytest.mark.parametrize("granularity", ["head", "layer"])
+def test_compiled_generation_copies_no_cache_layer(shared, granularity):
+  """Gated layers run under lax.cond; a cond that wrote a cache layer would copy the whole layer
+  in XLA's program (every decode step). The compiled generation holds no such copy, with units
+  gathered (head) or whole layers skipped (layer)."""
   from jaxvlm import frozen
   from jaxvlm.generation.autoregressive import _generate_jit
+  if granularity == "layer":
+    shared = ada.AdaLlava(models.from_config(_hf(), seed=0),
+                          ada.AdaConfig(LAT, prefix_layers=PREFIX), nnx.Rngs(1))
   ids, mask, px = _prompts()
   inp = ada.budget_inputs(shared, ids, mask, px, latency_budget=0.45, token_budget=1.0)
   graphdef, state = frozen.split(shared)

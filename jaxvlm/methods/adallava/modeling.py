@@ -282,21 +282,24 @@ class AdaLlava(nnx.Module):
     """Layer ``i``'s gate from a full plan (``[B, L]`` or ``[B, L, G]``): ``[B]``, or for head
     granularity a :class:`UnitGate` (None in the prefix), computing the ``units.per_layer``
     units the batch's plan has on when ``units`` is given; with a :class:`UnitCache` ``kv`` the
-    prefill stores their weight slices in it and a decode step reads them."""
-    if self.config.granularity == "layer":
-      return plan[:, i]
-    if i < self.config.prefix_layers:
-      return None
+    prefill stores their weight slices in it and a decode step reads them. With a cache ``kv``
+    (inference) a whole layer is a one-unit :class:`UnitGate` too, whose skipping ``lax.cond``
+    writes no cache layer (see :meth:`UnitGate.__call__`)."""
+    if i < self.config.prefix_layers and (kv is not None or self.config.granularity == "head"):
+      return None  # always on: run ungated
+    if self.config.granularity == "layer":  # with a cache: one unit, the whole layer (units.py)
+      return plan[:, i] if kv is None else UnitGate(plan[:, i:i + 1], layer=i)
     if units is None or units.per_layer == self.groups:  # every unit: nothing to gather
-      return UnitGate(plan[:, i])
+      return UnitGate(plan[:, i], layer=i)
     if not self.config.shared_plan:
       raise ConfigError("units", units.per_layer, "None unless adallava.shared_plan (gathered "
                         "units need one plan per batch)")
     union = jnp.max(plan[:, i], axis=0)  # shared logits: every row's units are in the largest set
     index = jnp.argsort(-union, stable=True)[:units.per_layer].astype(jnp.int32)
     if not isinstance(kv, UnitCache):
-      return UnitGate(plan[:, i], index)
-    return UnitGate(plan[:, i], index, None if prefill else kv.slices[i], store=prefill)
+      return UnitGate(plan[:, i], index, layer=i)
+    return UnitGate(plan[:, i], index, None if prefill else kv.slices[i], store=prefill,
+                    layer=i)
 
   def __call__(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None,
                cache: AdaCache | None = None, *, budget=None, latency_index=None, rng=None,

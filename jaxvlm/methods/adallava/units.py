@@ -115,7 +115,8 @@ class UnitGate:
   (int, or None = all ``G``): the only units computed: their weight slices are cut, so the
   matmuls are ``g / G`` as wide, and with a cache the layer's cache must hold just their ``g``
   k/v heads (:class:`UnitCache`). ``cuts``: the slices already cut (a decode step reads them from
-  the cache); ``store``: write the cut slices into the :class:`UnitCache` (the prefill). The
+  the cache); ``store``: write the cut slices into the :class:`UnitCache` (the prefill);
+  ``layer``: the layer's index (its cache entry; None = the layer's own ``layer_idx``). The
   output-projection biases are added for rows with some non-zero weight.
   """
 
@@ -123,6 +124,7 @@ class UnitGate:
   index: jax.Array | None = None
   cuts: dict[str, CutLinear] | None = None
   store: bool = flax.struct.field(pytree_node=False, default=False)
+  layer: int | None = flax.struct.field(pytree_node=False, default=None)
 
   @property
   def groups(self) -> int:
@@ -151,7 +153,7 @@ class UnitGate:
     keys / values apart (:func:`split_attention`) and returns those, which are written after the
     cond (zeros for a skipped layer, whose cache no later step of the plan reads), so no cache
     layer is copied in or out of the cond."""
-    i = layer.self_attn.layer_idx
+    i = layer.self_attn.layer_idx if self.layer is None else self.layer
     slices = cache.slices if isinstance(cache, UnitCache) else ()
     if self.store and not (slices and slices[i] is not None):
       raise ConfigError("cache", type(cache).__name__, f"a UnitCache with weight slices for "
@@ -174,7 +176,7 @@ class UnitGate:
     def skipped(x, cache, slot):
       if cache is None:
         return x, (), slot
-      shape = x.shape[:2] + (self.count, cache.k[i].shape[3])
+      shape = x.shape[:2] + cache.k[i].shape[2:]  # the cache layer holds the computed heads
       return x, (jnp.zeros(shape, cache.k[i].dtype), jnp.zeros(shape, cache.v[i].dtype)), slot
 
     slot = slices[i] if self.store else None
