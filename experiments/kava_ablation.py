@@ -28,7 +28,6 @@ import copy
 import os
 import time
 
-import jax
 import matplotlib
 import ml_collections
 import numpy as np

@@ -34,14 +34,13 @@ import argparse
 import json
 import os
 import time
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import matplotlib
 import ml_collections
 import numpy as np
-from flax import nnx
 
 from jaxvlm import io, models, runcache
 from jaxvlm import validate as checks
@@ -143,11 +142,24 @@ def _folder_files(path: str) -> list[str]:
   return [os.path.join(path, "config.json")] if path and os.path.isdir(path) else []
 
 
+def cache_keys(c, n_fit: int | None = None) -> dict[str, dict]:
+  """The settings each cached part is keyed by (with the model folders' config files): a part
+  is reused only under equal settings of its own and of every part it is computed from."""
+  vlm = {"vlm": c.vlm, "prompt": c.prompt}
+  beams = dict(vlm, data=c.data, sampler=c.sampler, infoscore=c.infoscore,
+               embedding=c.embedding if c.sampler.name != "random" else None, seed=c.seed)
+  rewards = dict(beams, max_new_tokens=c.data.max_new_tokens, n_fit=n_fit)
+  policy = dict(rewards, embedding=c.embedding, policy=c.policy, train=c.train,
+                optimizer=c.optimizer, val_share=c.data.val_share, kl_betas=c.compare.kl_betas)
+  return {"vlm": vlm, "beams": beams, "beam_rewards": rewards, "policy": policy,
+          "icl": dict(policy, compare=c.compare)}
+
+
 def load_vlm(c, cache: runcache.RunCache, fmt: icl.PromptFormat):
   """(VLM, processor): ``vlm.model.path``, or the tiny folder trained on ICL episodes."""
   if c.vlm.model.path:
     return vlm_training.load_model(c.vlm, c.vlm.model.path)
-  folder = cache.entry("vlm", {"vlm": c.vlm, "prompt": c.prompt})
+  folder = cache.entry("vlm", cache_keys(c)["vlm"])
   d = c.vlm.data
   texts = icl.tokenizer_texts(icl.label_split(d, d.num_train, d.train_seed, d.label_seed), fmt)
   words = [w for s in range(64) for w in synthetic_vqa.label_mapping(s, d.label_by,
@@ -549,30 +561,25 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
   r = c.runner
   runner = icd.VLMRunner(vlm, processor, fmt, batch_size=c.infoscore.batch_size,
                          pad_to=r.pad_to, feature_bucket=r.feature_bucket)
-  vlm_key = {"vlm": c.vlm, "prompt": c.prompt}
   files = _folder_files(c.vlm.model.path) + _folder_files(c.embedding.clip_path)
-  beam_key = dict(vlm_key, data=c.data, sampler=c.sampler, infoscore=c.infoscore,
-                  embedding=c.embedding if s.name != "random" else None, seed=c.seed)
-  beam_dir = cache.entry("beams", beam_key, files)
+  n_val = int(round(len(train) * c.data.val_share))
+  n_fit = len(train) - n_val
+  keys = cache_keys(c, n_fit)
+  beam_dir = cache.entry("beams", keys["beams"], files)
   beams = timer("beam_search", icd.cached_beam_search, os.path.join(beam_dir, "beams.jsonl"),
                 icd.answer_prob_fn(runner, train, pool), [q.question_id for q in train],
                 np.arange(len(train)), train_cands, c.infoscore.shots, c.infoscore.beam_size)
-  n_val = int(round(len(train) * c.data.val_share))
-  n_fit = len(train) - n_val
   episodes = icd.Episodes(emb["train"][:n_fit], emb["pool"], train_cands[:n_fit])
   val = icd.Episodes(emb["train"][n_fit:], emb["pool"], train_cands[n_fit:])
   eval_runner = icd.VLMRunner(vlm, processor, fmt, batch_size=c.compare.eval_batch_size,
                               pad_to=r.pad_to, feature_bucket=r.feature_bucket)
-  reward_key = dict(beam_key, max_new_tokens=c.data.max_new_tokens, n_fit=n_fit)
   if c.train.grpo_mode == "offline":
-    rewards_fn = lambda: beam_rewards(c, cache, reward_key, eval_runner, train, pool,
+    rewards_fn = lambda: beam_rewards(c, cache, keys["beam_rewards"], eval_runner, train, pool,
                                       beams[:n_fit])
   else:
     rewards_fn = lambda: icl.reward_fn(eval_runner, train, pool,
                                        max_new_tokens=c.data.max_new_tokens)
-  policy_key = dict(reward_key, embedding=c.embedding, policy=c.policy, train=c.train,
-                    optimizer=c.optimizer, val_share=c.data.val_share, kl_betas=c.compare.kl_betas)
-  policy_dir = cache.entry("policy", policy_key, files)
+  policy_dir = cache.entry("policy", keys["policy"], files)
   trained = train_policies(c, policy_dir, episodes, val, beams[:n_fit], beams[n_fit:],
                            rewards_fn, timer)
   group = c.infoscore.beam_size if c.train.grpo_mode == "offline" else c.train.group_size
@@ -580,7 +587,7 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
   curve = curves(c, trained, n_fit)
   plot_curves(curve, os.path.join(workdir, "curves.png"))
 
-  icl_dir = cache.entry("icl", dict(policy_key, compare=c.compare), files)
+  icl_dir = cache.entry("icl", keys["icl"], files)
   cand_emb = emb["pool"][test_cands]
   runs, icd_by_name = {}, {}
   for name, beta, fixed in zip("AB", c.compare.kl_betas, c.compare.epochs):

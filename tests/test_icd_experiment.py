@@ -82,3 +82,21 @@ def test_kl_beta_compare_end_to_end(tmp_path):
   assert "loss=" not in again.stderr
   untimed = lambda text: re.sub(r"## Time per stage.*?## Files", "", text, flags=re.S)
   assert untimed((workdir / "report.md").read_text()) == untimed(report)
+
+
+def test_cache_keys_follow_every_upstream_setting():
+  """A retrained VLM keys new beams, rewards, policies and predictions; a new beam size keeps
+  the VLM but not what is computed from the beams; new shot counts touch the predictions only."""
+  from jaxvlm.config import load_config
+  from jaxvlm.run import experiment_module
+  from jaxvlm.runcache import fingerprint
+  keys = experiment_module("kl_beta_compare").cache_keys
+  spec = str(REPO_ROOT / "configs" / "icd.py") + ":tiny"
+  prints = lambda *overrides: {part: fingerprint(settings) for part, settings in
+                               keys(load_config(spec, list(overrides)), 6).items()}
+  base = prints()
+  changed = lambda *o: {part for part, f in prints(*o).items() if f != base[part]}
+  assert changed("--config.vlm.train.steps=7") == set(base)
+  assert changed("--config.infoscore.beam_size=3") == {"beams", "beam_rewards", "policy", "icl"}
+  assert changed("--config.train.grpo_epochs=9") == {"policy", "icl"}
+  assert changed("--config.compare.shots=(1,3)") == {"icl"}

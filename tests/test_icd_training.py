@@ -12,7 +12,6 @@ from flax import nnx
 
 from jaxvlm.errors import ConfigError
 from jaxvlm.methods import icd
-from jaxvlm.methods.icd import train as icd_train
 
 
 def test_static_query_step_two_depends_on_step_one_only_through_the_mask(rng):

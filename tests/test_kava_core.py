@@ -235,7 +235,7 @@ def test_kv_rope_student_moves_key_targets_to_the_latent_slots(rng):
   """kv_rope="student": kept CoT entry i_j (teacher position n_q + i_j) becomes the key of the
   same content at latent j's position n_q + 1 + j; "teacher" keeps the cached key; V is as cached."""
   model, batch = tiny_kava(), random_batch(rng)
-  lq, lc, m = 6, 7, 4
+  lq, m = 6, 4
   with jax.default_matmul_precision("highest"):
     t = kava.teacher_forward(model, batch, need_cache=True)
     cfg = lambda rope: kava.KavaConfig(num_latents=m, select="right_crop", kv_rope=rope)

@@ -13,7 +13,6 @@ import json
 import os
 from typing import Any, Callable, Sequence
 
-import jax
 import numpy as np
 from flax import nnx
 
