@@ -28,16 +28,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 from types import SimpleNamespace
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUN_ENV = dict(os.environ, PYTHONPATH=REPO)  # the preset's process: the caller's environment
-RUN_ENV.setdefault("JAX_COMPILATION_CACHE_DIR", "/tmp/jax_cache_adallava_real")
+from benchmarks import preset_run
+
+CACHE_DIR = os.environ.get("JAX_COMPILATION_CACHE_DIR", "/tmp/jax_cache_adallava_real")
 COLORS = ("red", "green", "blue", "yellow", "white", "black")
 SIZES = {"real": ((640, 480), (480, 640), (500, 375), (336, 336)),
          "tiny": ((64, 48), (48, 64), (56, 56), (70, 40))}
@@ -132,9 +130,8 @@ def run_preset(workdir: str, folder: str, data: dict, s: dict) -> dict:
       "optimizer.warmup_steps": 1, "sweep.token_budgets": str(TOKEN_BUDGETS).replace(" ", ""),
       "sweep.latency_budgets": str(LATENCY_BUDGETS).replace(" ", ""),
       "sweep.batch_size": s["batch"], "sweep.latency_repeats": s["repeats"], **s["overrides"]}
-  cmd = [sys.executable, "-m", "jaxvlm.cli", "run", "--config", "configs/adallava.py:llava7b",
-         "--workdir", workdir] + [f"--config.{k}={v}" for k, v in overrides.items()]
-  subprocess.run(cmd, cwd=REPO, env=RUN_ENV, check=True)
+  preset_run.run("configs/adallava.py:llava7b", workdir, overrides,
+                 env=preset_run.child_env(JAX_COMPILATION_CACHE_DIR=CACHE_DIR), check=True)
   with open(os.path.join(workdir, "metrics.json")) as f:
     return json.load(f)
 

@@ -51,6 +51,7 @@ import time
 
 import numpy as np
 
+from benchmarks import preset_run
 from benchmarks.bench_vlm import QWEN25_VL_3B
 from configs.icd import LEVER_PLUS_SYSTEM
 from jaxvlm.config import REPO_ROOT
@@ -264,8 +265,7 @@ def run(out: str, work: str, size_name: str, budget: float) -> dict:
   size = SIZES[size_name]
   out, work = os.path.abspath(out), os.path.abspath(work)
   os.makedirs(out, exist_ok=True)
-  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=os.path.join(work, "jax_cache"),
-             PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  env = preset_run.child_env(JAX_COMPILATION_CACHE_DIR=os.path.join(work, "jax_cache"))
   t0 = time.perf_counter()
   paths_json = os.path.join(work, "inputs", "paths.json")
   if not os.path.exists(paths_json):  # a second call reuses the inputs and resumes the run
@@ -278,9 +278,7 @@ def run(out: str, work: str, size_name: str, budget: float) -> dict:
       "data.pool_limit": size.num_pool, "data.num_train": size.num_train,
       "data.test_limit": size.num_test, "train.supervised_epochs": 1, "train.rce_epochs": 1,
       "train.grpo_epochs": 1, "compare.epochs": "(1,1)"})
-  cmd = [sys.executable, "-m", "jaxvlm.cli", "run", "--config", "configs/icd.py:qwen25vl3b",
-         "--workdir", os.path.join(work, "run")] + [f"--config.{k}={v}"
-                                                   for k, v in overrides.items()]
+  cmd = preset_run.command("configs/icd.py:qwen25vl3b", os.path.join(work, "run"), overrides)
   t0 = time.perf_counter()
   with open(os.path.join(out, "run.log"), "w") as log:
     try:

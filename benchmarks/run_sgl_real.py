@@ -27,12 +27,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchmarks import preset_run
+
 WORDS = ("open", "exit", "store", "coffee", "main", "street", "sale", "bus", "stop", "time")
 SIZES = {"real": ((448, 448), (600, 600), (960, 720), (1280, 960)),
          "tiny": ((28, 28), (40, 40), (48, 36), (64, 48))}
@@ -118,10 +117,7 @@ def run_preset(workdir: str, folders: dict, data: dict, s: dict, threshold: floa
       "data.jsonl": data["jsonl"], "data.annotations": data["annotations"],
       "data.data_root": data["data_root"], "data.check_datasets.textvqa": "",
       "data.check_datasets.vqav2": "", "sgl.guide_max_new_tokens": 16}
-  cmd = [sys.executable, "-m", "jaxvlm.cli", "run", "--config", "configs/sgl.py:internvl2_2b_8b",
-         "--workdir", workdir] + [f"--config.{k}={v}" for k, v in overrides.items()]
-  env = dict(os.environ, PYTHONPATH=REPO)
-  subprocess.run(cmd, cwd=REPO, env=env, check=True)
+  preset_run.run("configs/sgl.py:internvl2_2b_8b", workdir, overrides, check=True)
   with open(os.path.join(workdir, "metrics.json")) as f:
     return json.load(f)
 
