@@ -72,7 +72,7 @@ def write_folder(folder: str, s: dict) -> str:
                             image_seq_length=shape["image_seq_length"])
   model = models.from_config(hf, seed=0, dtype=s["dtype"], param_dtype=s["dtype"])
   os.makedirs(folder, exist_ok=True)
-  models.save_pretrained(model, folder)
+  models.save_pretrained(model, folder, source_config=hf)
   del model
   tiny.save_processor("llava", folder, tokenizer, vision["image_size"])
   processor = os.path.join(folder, "processor_config.json")

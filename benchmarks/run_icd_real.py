@@ -140,7 +140,7 @@ def qwen_folder(size: Size, folder: str, texts: list[str]) -> None:
   hf = tiny.tiny_vlm_config("qwen2_5_vl", tokenizer, **size.vlm)
   model = models.from_config(hf, seed=0, dtype=size.dtype, param_dtype=size.dtype)
   os.makedirs(folder, exist_ok=True)
-  models.save_pretrained(model, folder)
+  models.save_pretrained(model, folder, source_config=hf)
   del model
   image_processor = transformers.Qwen2VLImageProcessor(
       min_pixels=size.min_pixels, max_pixels=size.max_pixels, patch_size=size.patch,
@@ -180,9 +180,10 @@ def clip_folder(size: Size, folder: str, texts: list[str]) -> None:
   text = dict(c["text_config"], eos_token_id=tokenizer.eos_token_id,
               bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id)
   text.setdefault("vocab_size", len(tokenizer))
-  model = models.from_config(dict(c, model_type="clip", text_config=text), seed=0)
+  hf = dict(c, model_type="clip", text_config=text)
+  model = models.from_config(hf, seed=0)
   os.makedirs(folder, exist_ok=True)
-  models.save_pretrained(model, folder)
+  models.save_pretrained(model, folder, source_config=hf)
   tokenizer.save_pretrained(folder)
   side = c["vision_config"]["image_size"]
   transformers.CLIPImageProcessor(

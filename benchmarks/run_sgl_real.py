@@ -69,7 +69,7 @@ def write_folders(root: str, s: dict) -> dict[str, str]:
     if role == "decoder":
       with_vision_tower(model, guide or models.load_pretrained(
           folders["guide"], dtype=s["dtype"], image_token_id=hf["img_context_token_id"]))
-    models.save_pretrained(model, folder)
+    models.save_pretrained(model, folder, source_config=hf)
     tiny.save_processor("internvl_chat", folder, tokenizer, image)
     tiny.write_generation_config(folder, tokenizer, "internvl_chat")
     guide = model if role == "guide" else None

@@ -196,3 +196,23 @@ def test_folder_without_chat_template_is_refused(tiny_folders, tmp_path):
     (folder / name).write_text(json.dumps(settings))
   with pytest.raises(MissingFileError, match=f"{folder}.*chat_template.jinja|chat_template.jinja"):
     load_processor(str(folder))
+
+
+@pytest.mark.parametrize("family", tiny.FAMILIES)
+def test_tiny_folder_config_names_its_tokenizer_special_ids(tiny_folders, family, tmp_path):
+  """config.json keeps the special-token ids of the folder's tokenizer (``transformers`` would
+  otherwise fill in the real checkpoint's defaults, e.g. Qwen's 151643, outside a tiny vocab),
+  and so does a model saved back by ``save_vlm``."""
+  import json
+
+  from jaxvlm.training.vlm import save_vlm
+  folder = tiny_folders[1][family]
+  model, processor = load_vlm(folder)
+  tokenizer = getattr(processor, "tokenizer", processor)
+  text_key = "llm_config" if family == "internvl_chat" else "text_config"
+  for path in (folder, save_vlm(model, folder, str(tmp_path / "saved"))):
+    with open(f"{path}/config.json") as f:
+      text = json.load(f)[text_key]
+    assert text["eos_token_id"] == tokenizer.eos_token_id, (family, path)
+    assert text["pad_token_id"] == tokenizer.pad_token_id, (family, path)
+    assert text["vocab_size"] >= len(tokenizer)

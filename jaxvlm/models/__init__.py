@@ -7,10 +7,11 @@ from jaxvlm.models.registry import (
     from_config,
     get_family,
     load_pretrained,
+    read_config,
     register_family,
     save_pretrained,
 )
 from jaxvlm.models.chat import chat
 
 __all__ = ["chat", "FAMILIES", "Family", "config_from_hf", "from_config", "get_family", "load_pretrained",
-           "register_family", "save_pretrained"]
+           "read_config", "register_family", "save_pretrained"]

@@ -140,14 +140,28 @@ def load_pretrained(path: str, dtype=None, param_dtype=None, mesh=None, rules=No
   return model
 
 
-def save_pretrained(model: nnx.Module, path: str, dtype=None,
-                    max_shard_bytes: int = 4 << 30) -> None:
-  """Writes ``config.json`` + safetensors that ``transformers`` (and :func:`load_pretrained`) read."""
+def _keep_missing(ours: dict, source: dict) -> dict:
+  """``ours`` plus every key of ``source`` it lacks, sub-config dicts merged the same way."""
+  out = dict(ours)
+  for key, value in source.items():
+    if key not in out:
+      out[key] = value
+    elif isinstance(value, dict) and isinstance(out[key], dict):
+      out[key] = _keep_missing(out[key], value)
+  return out
+
+
+def save_pretrained(model: nnx.Module, path: str, dtype=None, max_shard_bytes: int = 4 << 30,
+                    source_config: dict | None = None) -> None:
+  """Writes ``config.json`` + safetensors that ``transformers`` (and :func:`load_pretrained`) read.
+
+  ``source_config``: the HF config the model was built or loaded from; its keys that the
+  model's own config does not write (special-token ids, remote-code fields) are kept."""
   cfg = model.config
   family = get_family(cfg.model_type)
   tensors = weights.export_tensors(model, family_rules(family, cfg), dtype)
   weights.write_safetensors(tensors, path, max_shard_bytes)
-  hf = family.config_to_hf(cfg)
+  hf = _keep_missing(family.config_to_hf(cfg), source_config or {})
   hf["torch_dtype"] = hf["dtype"] = np.dtype(dtype or next(iter(tensors.values())).dtype).name
   from jaxvlm.io import write_json
   write_json(os.path.join(path, "config.json"), hf)

@@ -207,7 +207,7 @@ def write_tiny_vlm_folder(family: str, folder: str, texts: Iterable[str], *, see
   hf = tiny_vlm_config(family, tokenizer, image_size, **overrides)
   model = models.from_config(hf, seed=seed, dtype=dtype, param_dtype=dtype)
   os.makedirs(folder, exist_ok=True)
-  models.save_pretrained(model, folder)
+  models.save_pretrained(model, folder, source_config=hf)
   save_processor(family, folder, tokenizer, image_size)
   write_generation_config(folder, tokenizer, family)
   return folder

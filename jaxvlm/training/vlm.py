@@ -126,7 +126,8 @@ def save_vlm(model, processor_folder: str, folder: str) -> str:
   HF folder, written whole under a temporary name, then renamed to ``folder``."""
   partial = folder + ".partial"
   shutil.rmtree(partial, ignore_errors=True)
-  models.save_pretrained(model, partial)
+  models.save_pretrained(model, partial,
+                         source_config=models.read_config(processor_folder))
   for name in _PROCESSOR_FILES:
     src = os.path.join(processor_folder, name)
     if os.path.exists(src):
