@@ -55,6 +55,30 @@ def perturb_(model, *name_parts: str, scale: float = 0.3):
   return model
 
 
+_FAST_COMPILE = os.environ.get("JAXVLM_TEST_FAST_COMPILE", "")
+
+
+@pytest.fixture
+def fast_compile():
+  """XLA's cheap compile mode (``jax_disable_most_optimizations``: LLVM at -O0, no expensive
+  passes) for the duration of a test: the same HLO programs, compiled in about half the time and
+  run slower. For compile-bound tests (tiny shapes, few steps, many eager ops); a module opts in
+  with ``pytestmark = pytest.mark.usefixtures("fast_compile")``. To compare timings,
+  ``JAXVLM_TEST_FAST_COMPILE=1`` turns it on for every test and ``=0`` off for every test."""
+  if _FAST_COMPILE == "0":
+    yield
+    return
+  before = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", before)
+
+
+@pytest.fixture(autouse=_FAST_COMPILE == "1")
+def _fast_compile_everywhere(fast_compile):
+  yield
+
+
 @pytest.fixture
 def rng():
   """Fresh randomness per test (seed printed on failure through the test id)."""

@@ -20,6 +20,9 @@ from jaxvlm.methods.kava import losses, passes
 from jaxvlm.layers.rope import apply_rope
 from jaxvlm.methods.kava.method import compressed_teacher_kv, packed_ce
 
+# compile-bound (tiny shapes, eager ops): XLA's cheap compile mode (conftest)
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 TINY = dict(model_type="llama", vocab_size=100, hidden_size=32, intermediate_size=64,
             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             max_position_embeddings=128, tie_word_embeddings=False)

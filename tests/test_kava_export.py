@@ -16,6 +16,9 @@ from jaxvlm.layers import lora
 from jaxvlm.methods import kava
 from test_kava_core import TINY, random_batch, tiny_kava
 
+# compile-bound (tiny shapes, eager ops): XLA's cheap compile mode (conftest)
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 SPECIAL = (90, 91, 92)  # <bot>, <eot>, latent of tiny_kava
 
 
@@ -29,7 +32,9 @@ def test_only_the_special_rows_train(rng, tied):
   graphdef, params, rest = nnx.split(model, nnx.Any(nnx.LoRAParam, kava.LatentParam), ...)
   loss_fn = kava.make_loss_fn(kava.KavaConfig(num_latents=3, iterations=2), prefix_len=2)
   batch = random_batch(rng)
-  grads = jax.grad(lambda p: loss_fn(nnx.merge(graphdef, p, rest), batch, None)[0])(params)
+  # one compile instead of op-by-op dispatch of the teacher and student passes and their grads
+  grads = jax.jit(jax.grad(lambda p: loss_fn(nnx.merge(graphdef, p, rest), batch, None)[0]))(
+      params)
   nnx.update(model, jax.tree.map(lambda p, g: p - 0.5 * g, params, grads))
   delta = np.asarray(model.lm.model.embed_tokens.delta[...])
   assert np.all(np.abs(delta).sum(-1) > 0)  # every special row received a gradient
