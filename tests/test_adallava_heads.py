@@ -25,6 +25,9 @@ from jaxvlm.methods.adallava.flops import flops_per_sample, layer_flops
 from jaxvlm.methods.adallava.units import UnitGate
 from jaxvlm.models.llama.modeling import LlamaConfig, LlamaForCausalLM
 
+# compile-bound (tiny shapes, eager ops): XLA's cheap compile mode (conftest)
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 IMG, LAT, VOCAB, N, L, PREFIX = 120, 121, 128, 16, 5, 2
 H, HEADS, G, D, INTER = 48, 8, 4, 4, 96  # r = 2 q heads and 24 MLP rows per unit
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+import pytest
 from flax import nnx
 
 from jaxvlm import models
@@ -13,6 +14,9 @@ from jaxvlm.methods import kava
 from jaxvlm.sharding import make_mesh
 from jaxvlm.training import TrainConfig, Trainer
 from test_kava_core import TINY, random_batch
+
+# compile-bound (tiny shapes, eager ops): XLA's cheap compile mode (conftest)
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def _trainer(mesh):
