@@ -6,6 +6,9 @@ import json
 
 import pytest
 
+# compile-bound (tiny shapes, eager ops): XLA's cheap compile mode (conftest)
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 
 @pytest.mark.parametrize("granularity", ["layer", "head"])
 def test_bench_adallava_tiny(tmp_path, monkeypatch, granularity):
