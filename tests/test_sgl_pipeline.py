@@ -20,6 +20,9 @@ from jaxvlm.models import multimodal as mm
 from jaxvlm.models.chat import load_vlm
 from jaxvlm.models.tiny import write_tiny_vlm_folder
 
+# compile-bound (tiny shapes, eager ops): XLA's cheap compile mode (conftest)
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 SHORT = dict(max_new_tokens=3, guide_max_new_tokens=4)
 SIZES = [(32, 32), (32, 80), (64, 32), (32, 32)]  # (height, width): 1, 3, 3, 1 tiles at max_num 2
 
