@@ -13,8 +13,11 @@ def test_tiny_preset(tmp_path):
   imp = tmp_path / "dream_importance.npy"
   np.save(imp, np.random.default_rng().random((28, 4)))
   workdir = tmp_path / "run"
+  # shortened by overrides: 60 training steps (the loss still has to fall), 8 eval prompts
   _, summary = run.run_config("configs/adaptive_keep_ratio.py:tiny",
-                              [f"--config.models.dream.importance_path={imp}"], str(workdir))
+                              [f"--config.models.dream.importance_path={imp}",
+                               "--config.quality.train_steps=60", "--config.quality.num_eval=8"],
+                              str(workdir))
   metrics = json.loads((workdir / "metrics.json").read_text())
   report = (workdir / "report.md").read_text()
   for name, (layers, heads) in (("llada", (32, 8)), ("dream", (28, 4))):
