@@ -33,10 +33,12 @@ def _free_port() -> int:
 
 
 def _launch(out_dir: pathlib.Path, log: str, *args: str) -> subprocess.Popen:
+  """A worker; XLA's cheap compile mode (LLVM -O0) in every run alike: the time is compilation."""
   out_dir.mkdir(parents=True, exist_ok=True)
   with open(out_dir / log, "w") as f:
     return subprocess.Popen([sys.executable, str(WORKER), str(out_dir), *args], stdout=f,
-                            stderr=subprocess.STDOUT, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+                            stderr=subprocess.STDOUT, env={**os.environ, "JAX_PLATFORMS": "cpu",
+                                                           "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"})
 
 
 def _wait_all(procs: dict[pathlib.Path, subprocess.Popen]) -> None:
