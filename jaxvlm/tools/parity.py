@@ -8,7 +8,6 @@ next-token distributions and top-1 agreement. Exit code 1 when the tolerance is 
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 
