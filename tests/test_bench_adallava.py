@@ -34,10 +34,11 @@ def test_bench_adallava_tiny(tmp_path, monkeypatch, granularity):
 def test_run_adallava_real_tiny(tmp_path, monkeypatch):
   """The GPU script's code path at the tiny shape: folder, data, llava7b preset, transformers."""
   from benchmarks import run_adallava_real as real
-  monkeypatch.setenv("XLA_PYTHON_CLIENT_ALLOCATOR", "platform")  # restored afterwards
-  monkeypatch.setitem(real.RUN_ENV, "JAX_PLATFORMS", "cpu")
-  monkeypatch.setitem(real.RUN_ENV, "XLA_FLAGS", "--xla_backend_optimization_level=0")
-  monkeypatch.setitem(real.RUN_ENV, "JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax_cache"))
+  # the preset's child process inherits this environment (restored afterwards)
+  monkeypatch.setenv("XLA_PYTHON_CLIENT_ALLOCATOR", "platform")
+  monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+  monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+  monkeypatch.setattr(real, "CACHE_DIR", str(tmp_path / "jax_cache"))
   out = real.main([str(tmp_path / "out"), "--size", "tiny"])
   saved = json.loads((tmp_path / "out" / "adallava_real.json").read_text())
   assert saved["met"] == out["met"] and set(out["met"]) == {"speedup_1.5x", "half_budget_0.6x",
