@@ -96,7 +96,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
 # ----- data ---------------------------------------------------------------------------------------
 def instruct_files(config, workdir: str) -> tuple[str, str]:
   """(instruction json, image folder): the configured ones, or the synthetic train split written
-  as a LLaVA instruction file under ``<workdir>/data``."""
+  as a LLaVA instruction file under ``<workdir>/data``. Its questions end with LLaVA-1.5's
+  short-answer instruction, as ``llava_v1_5_mix665k.json`` writes VQAv2 / GQA items, which is
+  also the lmms-eval VQAv2 prompt the sweeps ask (without it a tiny base trained on bare
+  questions answers the evaluation prompt at 0.13 instead of 0.66)."""
   d = config.data
   if d.instruct_json:
     return d.instruct_json, d.instruct_images
@@ -105,7 +108,8 @@ def instruct_files(config, workdir: str) -> tuple[str, str]:
   if not os.path.exists(path):
     train = vlm.synthetic_split(d, d.num_train, d.train_seed)
     llava_instruct.write_llava_instruct(path, images, [
-        (f"train_{s.question_id}", s.image, [(s.question, s.answer)]) for s in train])
+        (f"train_{s.question_id}", s.image,
+         [(f"{s.question}\n{evaluate.LMMS_VQAV2_PROMPT}", s.answer)]) for s in train])
   return path, images
 
 

@@ -72,7 +72,10 @@ def test_both_sweeps_report_and_samples(run):
           "flops_prefill", "flops_decode", "num_generated"} <= set(s)
   assert len(s["flops_decode"]) == max(s["num_generated"] - 1, 0)
   assert s["flops"] == s["flops_prefill"] + sum(s["flops_decode"])
-  assert (workdir / "data" / "instruct.json").exists()  # the instruction json it trained on
+  # the instruction json it trained on asks as the evaluation does (mix665k's VQA items)
+  first = json.loads((workdir / "data" / "instruct.json").read_text())[0]["conversations"][0]
+  assert first["value"].startswith("<image>\n")
+  assert first["value"].endswith("?\nAnswer the question using a single word or phrase.")
   assert sweep.main(config, str(workdir))["sweeps"] == metrics["sweeps"]  # re-run: all cached
 
 
