@@ -13,6 +13,9 @@ from jaxvlm.config import load_config
 from jaxvlm.errors import ConfigError, MissingFileError
 from jaxvlm.run import experiment_module
 
+# compile-bound (tiny shapes, eager ops): XLA's cheap compile mode (conftest)
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 EXP = experiment_module("kava_ablation")
 
 
