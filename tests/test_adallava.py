@@ -16,6 +16,9 @@ from jaxvlm.methods.adallava.flops import flops_per_sample, layer_flops
 from jaxvlm.models import multimodal as mm
 from jaxvlm.models.llama.modeling import LlamaConfig, LlamaForCausalLM
 
+# compile-bound (tiny shapes, eager ops): XLA's cheap compile mode (conftest)
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 IMG, LAT, VOCAB, N, L = 120, 121, 128, 16, 6
 
 
