@@ -246,16 +246,24 @@ def test_gathered_layer_matmuls_have_the_reduced_width():
 
 # ----- AdaLlava: gathered shared-plan inference --------------------------------------------------
 def _step(model, inp, units):
-  """Prefill + one decode step (the prefill's greedy token): both steps' last logits."""
-  call, dec = model.prefill_inputs(inp.input_ids, inp.attention_mask,
-                                   image_features=inp.image_features, budget=inp.budget,
-                                   position_ids=inp.position_ids, units=units)
-  cache = model.init_cache(inp.input_ids.shape[0], inp.input_ids.shape[1] + 2)
-  out = model(cache=cache, logits_to_keep=1, **call)
-  tok = jnp.argmax(out.logits[:, -1], -1)[:, None]
-  nxt = model(input_ids=tok, attention_mask=jnp.ones_like(tok), cache=out.cache,
-              logits_to_keep=1, **dec)
-  return np.asarray(out.logits[:, -1]), np.asarray(nxt.logits[:, -1]), np.asarray(out.cache.plan)
+  """Prefill + one decode step (the prefill's greedy token): both steps' last logits and the plan,
+  as one compiled program (as generation runs them) instead of op-by-op dispatch."""
+  graphdef, state = nnx.split(model)
+
+  @jax.jit
+  def run(state, ids, mask, kw):
+    model = nnx.merge(graphdef, state)
+    call, dec = model.prefill_inputs(ids, mask, **kw)
+    cache = model.init_cache(ids.shape[0], ids.shape[1] + 2)
+    out = model(cache=cache, logits_to_keep=1, **call)
+    tok = jnp.argmax(out.logits[:, -1], -1)[:, None]
+    nxt = model(input_ids=tok, attention_mask=jnp.ones_like(tok), cache=out.cache,
+                logits_to_keep=1, **dec)
+    return out.logits[:, -1], nxt.logits[:, -1], out.cache.plan
+
+  kw = dict(image_features=inp.image_features, budget=jnp.asarray(inp.budget),
+            position_ids=jnp.asarray(inp.position_ids), units=units)
+  return tuple(np.asarray(x) for x in run(state, inp.input_ids, inp.attention_mask, kw))
 
 
 @pytest.mark.parametrize("budget,units", [(0.7, 3), ([0.55, 0.5, 0.45], 3), (0.45, 1)])
@@ -285,7 +293,8 @@ def test_gathered_generation_equals_teacher_forced_forward(shared):
   full_mask = np.concatenate([inp.attention_mask, np.ones((3, 5), np.int32)], 1)
   call, _ = shared.prefill_inputs(seq, full_mask, image_features=inp.image_features,
                                   budget=inp.budget)
-  logits = shared(**call).logits  # no cache, no gathering: every unit computed, masked
+  graphdef, state = nnx.split(shared)  # no cache, no gathering: every unit computed, masked
+  logits = jax.jit(lambda st, call: nnx.merge(graphdef, st)(**call).logits)(state, call)
   np.testing.assert_array_equal(np.argmax(logits[:, p - 1:-1], -1), seq[:, p:])
 
 
