@@ -21,6 +21,9 @@ from jaxvlm.models.chat import chat_batch, load_vlm
 from jaxvlm.run import experiment_module
 from jaxvlm.tools import compare_indices
 
+# compile-bound (tiny shapes, eager ops): XLA's cheap compile mode (conftest)
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 DATA = ConfigDict(dict(image_size=32, grid=4, max_objects=3, label_by="shape", word_pool=8,
                        num_train=40, train_seed=0, label_seed=0, max_shots=3,
                        same_class_prob=1.0))

@@ -14,6 +14,9 @@ from jaxvlm.generation import generate
 from jaxvlm.models import multimodal as mm
 from jaxvlm.models.llama.modeling import LlamaConfig, LlamaForCausalLM
 
+# compile-bound (tiny shapes, eager ops): XLA's cheap compile mode (conftest)
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 IMG, N, NEW = 7, 6, 4
 
 
