@@ -16,6 +16,9 @@ from jaxvlm.errors import ConfigError, DataFileError, MissingFileError, Settings
 from jaxvlm.models import tiny
 from jaxvlm.run import experiment_module
 
+# compile-bound (tiny shapes, few steps): XLA's cheap compile mode (conftest)
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 
 def settings(**overrides):
   c = ml_collections.ConfigDict({"train": {"steps": 10, "lr": 1e-3}, "lora": {"rank": 8},
