@@ -188,6 +188,13 @@ def reference_student(model, batch, m, iterations, sequential=False):
   return out.logits[:, lq + 1 + m:], out
 
 
+def _jit(model, fn):
+  """``fn(model)`` as one compiled program (the model's state an argument) instead of op-by-op
+  dispatch: the passes below are unrolled loops of many small ops."""
+  graphdef, state = nnx.split(model)
+  return jax.jit(lambda st: fn(nnx.merge(graphdef, st)))(state)
+
+
 def _valid_close(ours, ref, batch):
   mask = np.concatenate([np.ones((ours.shape[0], 1)), batch["ans_mask"]], 1).astype(bool)
   np.testing.assert_allclose(np.asarray(ours)[mask], np.asarray(ref)[mask], rtol=2e-4, atol=2e-4)
@@ -197,19 +204,20 @@ def _valid_close(ours, ref, batch):
 def test_jacobi_equals_uncached_reference(rng, iterations):
   model, batch = tiny_kava(), random_batch(rng)
   with jax.default_matmul_precision("highest"):
-    s = kava.student_forward(model, batch, 4, iterations)
-    ref, _ = reference_student(model, batch, 4, iterations)
-  _valid_close(s.logits, ref, batch)
+    s, ref = _jit(model, lambda m: (kava.student_forward(m, batch, 4, iterations).logits,
+                                    reference_student(m, batch, 4, iterations)[0]))
+  _valid_close(s, ref, batch)
 
 
 def test_jacobi_with_t_equal_m_is_sequential_latent_decoding(rng):
   model, batch = tiny_kava(), random_batch(rng)
   with jax.default_matmul_precision("highest"):
-    s = kava.student_forward(model, batch, 3, 3)
-    seq, _ = reference_student(model, batch, 3, 0, sequential=True)
-    fewer = kava.student_forward(model, batch, 3, 2)
-  _valid_close(s.logits, seq, batch)
-  assert np.max(np.abs(np.asarray(fewer.logits) - np.asarray(seq))) > 1e-4  # T < M differs
+    s, seq, fewer = _jit(model, lambda m: (
+        kava.student_forward(m, batch, 3, 3).logits,
+        reference_student(m, batch, 3, 0, sequential=True)[0],
+        kava.student_forward(m, batch, 3, 2).logits))
+  _valid_close(s, seq, batch)
+  assert np.max(np.abs(np.asarray(fewer) - np.asarray(seq))) > 1e-4  # T < M differs
 
 
 def test_teacher_kv_is_the_post_rope_cache_and_attention_is_exact(rng):
@@ -295,42 +303,46 @@ def test_lora_gradients_flow_through_every_iteration(rng):
 def test_loss_terms_switch_and_weight(rng):
   model, batch = tiny_kava(), random_batch(rng)
   base = dict(num_latents=3, iterations=2)
-  loss, aux = kava.kava_loss(kava.KavaConfig(**base), model, batch, 2)
+  w = (("student_ce", 2.0), ("teacher_ce", 0.5), ("codi", 3.0), ("kv", 4.0))
+  cfgs = [kava.KavaConfig(**base), kava.KavaConfig(**base, weights=w),
+          kava.KavaConfig(**base, terms=("student_ce", "kv")),
+          kava.KavaConfig(**base, select="right_crop"), kava.KavaConfig(method="cot"),
+          kava.KavaConfig(method="nocot")]
+  # the six losses in one compiled program instead of op-by-op dispatch of six loss passes
+  out = _jit(model, lambda m: [kava.kava_loss(c, m, batch, 2) for c in cfgs])
+  (loss, aux), (loss2, _), (only, aux3), (crop, aux4) = out[:4]
   assert set(aux) == {"student_ce", "teacher_ce", "codi", "kv", "answer_accuracy"}
   np.testing.assert_allclose(loss, aux["student_ce"] + aux["teacher_ce"] + 10 * aux["codi"]
                              + aux["kv"], rtol=1e-5)
-  w = (("student_ce", 2.0), ("teacher_ce", 0.5), ("codi", 3.0), ("kv", 4.0))
-  loss2, _ = kava.kava_loss(kava.KavaConfig(**base, weights=w), model, batch, 2)
   np.testing.assert_allclose(loss2, 2 * aux["student_ce"] + 0.5 * aux["teacher_ce"]
                              + 3 * aux["codi"] + 4 * aux["kv"], rtol=1e-5)
-  only, aux3 = kava.kava_loss(kava.KavaConfig(**base, terms=("student_ce", "kv")), model, batch, 2)
   assert set(aux3) == {"student_ce", "kv", "answer_accuracy"}
   np.testing.assert_allclose(aux3["kv"], aux["kv"], rtol=1e-5)
-  crop, aux4 = kava.kava_loss(kava.KavaConfig(**base, select="right_crop"), model, batch, 2)
   assert np.isfinite(float(crop)) and float(aux4["kv"]) != float(aux["kv"])
-  for method in ("cot", "nocot"):
-    l, a = kava.kava_loss(kava.KavaConfig(method=method), model, batch, 2)
+  for l, a in out[4:]:  # method cot, nocot
     assert np.isfinite(float(l)) and len(a) == 2
 
 
 def test_codi_offset_moves_the_compared_position(rng):
   model, batch = tiny_kava(), random_batch(rng)
   lq, lc, la = (batch[f"{k}_ids"].shape[1] for k in ("q", "cot", "ans"))
-  t = passes.teacher_forward(model, batch, need_cache=True)
-  s = passes.student_forward(model, batch, 3, 2)
-  for offset in (0, 1, la - 2):
-    cfg = kava.KavaConfig(num_latents=3, iterations=2, terms=("student_ce", "codi"),
-                          codi_offset=offset)
-    _, aux = kava.kava_loss(cfg, model, batch, 2)
+  offsets = (0, 1, la - 2)
+  cfg = lambda offset: kava.KavaConfig(num_latents=3, iterations=2, terms=("student_ce", "codi"),
+                                       codi_offset=offset)
+  t_hidden, s_hidden, auxes = _jit(model, lambda m: (
+      passes.teacher_forward(m, batch, need_cache=True).hidden,
+      passes.student_forward(m, batch, 3, 2).hidden,
+      [kava.kava_loss(cfg(offset), m, batch, 2)[1] for offset in offsets]))
+  for offset, aux in zip(offsets, auxes):
     d_t, d_s = lq + lc + 1 + offset, 2 + offset  # the last prefix token, moved by the offset
     # both positions hold the same answer token (layer 0 = its embedding) ...
-    np.testing.assert_array_equal(t.hidden[0][:, d_t], s.hidden[0][:, d_s])
+    np.testing.assert_array_equal(t_hidden[0][:, d_t], s_hidden[0][:, d_s])
     # ... and the term compares the layers' states there
-    want = losses.codi_loss([h[:, d_t] for h in t.hidden], [h[:, d_s] for h in s.hidden])
+    want = losses.codi_loss([h[:, d_t] for h in t_hidden], [h[:, d_s] for h in s_hidden])
     np.testing.assert_allclose(aux["codi"], want, rtol=1e-5)
-  with pytest.raises(ConfigError, match="kava.codi_offset"):
-    kava.kava_loss(kava.KavaConfig(num_latents=3, iterations=2, codi_offset=la - 1), model,
-                   batch, 2)
+  with pytest.raises(ConfigError, match="kava.codi_offset"):  # refused while tracing
+    _jit(model, lambda m: kava.kava_loss(kava.KavaConfig(num_latents=3, iterations=2,
+                                                         codi_offset=la - 1), m, batch, 2))
   with pytest.raises(ConfigError, match="kava.codi_offset"):
     kava.KavaConfig(codi_offset=-1)
 
@@ -348,9 +360,9 @@ def test_latent_inference_counts_forward_passes(rng):
   ans = np.concatenate([np.array([[7, 8]] * 2), toks], 1).astype(np.int32)
   batch = {"q_ids": q, "q_mask": qm, "ans_ids": ans, "ans_mask": np.ones_like(ans)}
   with jax.default_matmul_precision("highest"):
-    s = kava.student_forward(model, batch, 3, 2)
+    logits = _jit(model, lambda m: kava.student_forward(m, batch, 3, 2).logits)
   for r in range(2):
-    np.testing.assert_array_equal(toks[r, :num[r]], np.argmax(s.logits[r, 2:2 + num[r]], -1))
+    np.testing.assert_array_equal(toks[r, :num[r]], np.argmax(logits[r, 2:2 + num[r]], -1))
 
 
 # ----- bad input ---------------------------------------------------------------------------------
