@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from jaxvlm import run
 
 
+@pytest.mark.usefixtures("fast_compile")  # compile-bound: XLA's cheap compile mode (conftest)
 def test_tiny_preset(tmp_path):
   imp = tmp_path / "dream_importance.npy"
   np.save(imp, np.random.default_rng().random((28, 4)))

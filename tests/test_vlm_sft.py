@@ -6,12 +6,16 @@ import os
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import pytest
 
 from jaxvlm import cli
 from jaxvlm.config import load_config
 from jaxvlm.eval import vqa_accuracy
 from jaxvlm.models.chat import load_vlm
 from jaxvlm.training import vlm
+
+# compile-bound (tiny shapes, few steps): XLA's cheap compile mode (conftest)
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def _text_only_accuracy(samples) -> float:
