@@ -21,6 +21,9 @@ from jaxvlm.methods.kava.method import compressed_teacher_kv
 from real_tokenizers import qwen2_5_tokenizer
 from test_kava_core import random_batch, select_ref, tiny_kava
 
+# compile-bound (tiny shapes, eager ops): XLA's cheap compile mode (conftest)
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 PREFIX = "The answer is:"
 
 

@@ -11,6 +11,9 @@ from conftest import assert_rel_close, perturb_
 from jaxvlm.generation import generate
 from jaxvlm.models import load_pretrained, save_pretrained
 
+# compile-bound (tiny shapes, eager ops): XLA's cheap compile mode (conftest)
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
 BASE = dict(vocab_size=160, hidden_size=64, intermediate_size=112, num_hidden_layers=3,

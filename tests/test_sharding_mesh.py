@@ -12,6 +12,9 @@ from jaxvlm.errors import ConfigError
 from jaxvlm.sharding import LOGICAL_RULES_FSDP, LOGICAL_RULES_TP, make_mesh, param_spec
 from training_helpers import make_trainer, tiny_llama
 
+# compile-bound (tiny shapes, eager ops): XLA's cheap compile mode (conftest)
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 MESHES = [(8, 1, 1), (2, 4, 1), (1, 2, 4)]
 
 
