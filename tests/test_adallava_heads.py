@@ -74,16 +74,18 @@ def test_plan_picks_exactly_g_units_in_each_of_n_layers():
   budget = jnp.asarray([1.0, 0.7, 0.55, 0.45, 0.3, 0.7])
   hidden = jax.random.normal(jax.random.key(0), (6, H))
   n, g = (np.asarray(x) for x in model.unit_counts(budget))
+  plan_fn = {train: nnx.jit(lambda m, h, b, key, train=train: m.plan(h, b, rng=key, train=train))
+             for train in (True, False)}  # compiled, as in training and inference
   for train in (True, False):
-    plan = np.asarray(model.plan(hidden, budget, rng=jax.random.key(1), train=train))
+    plan = np.asarray(plan_fn[train](model, hidden, budget, jax.random.key(1)))
     assert plan.shape == (6, L - PREFIX, G) and set(np.unique(plan)) <= {0.0, 1.0}
     per_layer = plan.sum(-1)
     for r in range(6):
       chosen = per_layer[r][per_layer[r] > 0]
       assert len(chosen) == n[r] and (chosen == g[r]).all(), (r, per_layer[r])
   # Gumbel noise: the two rows of budget 0.7 draw different units
-  plans = [np.asarray(model.plan(hidden[:1].repeat(2, 0), budget[1:2].repeat(2),
-                                 rng=jax.random.key(s), train=True)) for s in range(4)]
+  plans = [np.asarray(plan_fn[True](model, hidden[:1].repeat(2, 0), budget[1:2].repeat(2),
+                                    jax.random.key(s))) for s in range(4)]
   assert any((p[0] != p[1]).any() for p in plans)
 
 
@@ -99,7 +101,7 @@ def test_straight_through_gradient_reaches_both_schedulers():
     out = m(**call, rng=jax.random.key(0), train=True)
     return jnp.sum(out.logits[:, -1] ** 2)
 
-  grads = nnx.grad(loss)(model)
+  grads = nnx.jit(nnx.grad(loss))(model)
   for head in (grads.scheduler, grads.unit_scheduler):
     g = np.asarray(head.kernel[...])
     assert np.isfinite(g).all() and np.abs(g).sum() > 0
