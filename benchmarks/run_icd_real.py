@@ -273,6 +273,7 @@ def run(out: str, work: str, size_name: str, budget: float) -> dict:
     subprocess.run([sys.executable, os.path.abspath(__file__), out, "--work", work, "--size",
                     size_name, "--build-only"], cwd=REPO_ROOT, env=env, check=True)
   build_s = time.perf_counter() - t0
+  print(f"[run_icd_real] inputs built in {build_s:.1f} s", flush=True)
   with open(paths_json) as f:
     paths = json.load(f)
   overrides = dict(paths, **size.overrides, **{

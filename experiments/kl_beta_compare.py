@@ -251,8 +251,11 @@ class _Timer:
       out = fn(*args, **kwargs)
     finally:
       _ACTIVE.remove(self)
-    self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
     self.compile_seconds[stage] = self.compile_seconds.get(stage, 0.0) + self.compile_now
+    # in the log as it happens: a run stopped part way still shows what each stage cost
+    print(f"[icd] {stage}: {seconds:.1f} s ({self.compile_now:.1f} s compiling)", flush=True)
     return out
 
 
