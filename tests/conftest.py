@@ -64,14 +64,21 @@ def fast_compile():
   passes) for the duration of a test: the same HLO programs, compiled in about half the time and
   run slower. For compile-bound tests (tiny shapes, few steps, many eager ops); a module opts in
   with ``pytestmark = pytest.mark.usefixtures("fast_compile")``. To compare timings,
-  ``JAXVLM_TEST_FAST_COMPILE=1`` turns it on for every test and ``=0`` off for every test."""
+  ``JAXVLM_TEST_FAST_COMPILE=1`` turns it on for every test and ``=0`` off for every test.
+
+  The flag is not part of jit's cache key, so the test's executables are dropped when it ends:
+  a later test in the same process must not reuse an -O0 program (its float results differ in
+  the last bit from the optimised one, which breaks bitwise resume checks)."""
   if _FAST_COMPILE == "0":
     yield
     return
   before = jax.config.read("jax_disable_most_optimizations")
   jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", before)
+  try:
+    yield
+  finally:
+    jax.config.update("jax_disable_most_optimizations", before)
+    jax.clear_caches()
 
 
 @pytest.fixture(autouse=_FAST_COMPILE == "1")
