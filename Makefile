@@ -13,4 +13,4 @@ run:
 	HF_HUB_OFFLINE=1 $(VENV)/bin/jaxvlm run
 
 test:
-	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -n 2 tests
+	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -n 2 --dist worksteal --durations=20 tests

@@ -167,10 +167,16 @@ def load_data(c: ml_collections.ConfigDict, cache: runcache.RunCache | None = No
   raise ConfigError("data.source", d.source, f"one of {SOURCES}")
 
 
+def base_optimizer(c: ml_collections.ConfigDict) -> dict:
+  """The optimizer that pretrains the tiny base: the rows' optimizer at ``pretrain.lr``."""
+  return dict(c.optimizer.to_dict(), lr=c.pretrain.lr, warmup_steps=20)
+
+
 def base_settings(c: ml_collections.ConfigDict) -> dict:
-  """Every setting the tiny base depends on (its problems come from the data split)."""
+  """Every setting the tiny base depends on (its problems come from the data split; the rows'
+  learning rate is not one of them)."""
   return {"model": c.model.to_dict(), "pretrain": c.pretrain.to_dict(), "data": c.data.to_dict(),
-          "optimizer": c.optimizer.to_dict(), "seed": c.seed}
+          "optimizer": base_optimizer(c), "seed": c.seed}
 
 
 def pretrain_base(c, tok, problems: list[dict], cache: runcache.RunCache, mesh, rules) -> str:
@@ -193,7 +199,7 @@ def pretrain_base(c, tok, problems: list[dict], cache: runcache.RunCache, mesh, 
   for i, r in enumerate(rows):
     ids[i, :len(r)], mask[i, :len(r)] = r, 1
   p = c.pretrain
-  trainer = Trainer(model, dict(c.optimizer.to_dict(), lr=p.lr, warmup_steps=20), causal_lm_loss,
+  trainer = Trainer(model, base_optimizer(c), causal_lm_loss,
                     sft.batch_factory({"input_ids": ids, "attention_mask": mask}, p.batch_size),
                     mesh, config=TrainConfig(steps=p.steps, seed=c.seed, log_every=50),
                     rules=rules)
