@@ -128,3 +128,11 @@ def test_bad_ablation_seeds_name_the_field(seeds):
   c = load_config("configs/kava.py:tiny", [f"--config.ablation.seeds={seeds}"])
   with pytest.raises(ConfigError, match="ablation.seeds"):
     experiment_module("kava_ablation").ablation_seeds(c)
+
+
+def test_base_key_follows_pretrain_lr_not_the_rows_lr():
+  exp = experiment_module("kava_ablation")
+  key = lambda *o: exp.base_settings(load_config("configs/kava.py:tiny", list(o)))
+  assert key() == key("--config.optimizer.lr=1e-3")
+  assert key() != key("--config.pretrain.lr=1e-3")
+  assert key() != key("--config.optimizer.weight_decay=0.0")  # the base trains with it too
