@@ -172,11 +172,17 @@ def base_optimizer(c: ml_collections.ConfigDict) -> dict:
   return dict(c.optimizer.to_dict(), lr=c.pretrain.lr, warmup_steps=20)
 
 
+# the data settings that shape the base's pretraining text: its problems are the first
+# ``pretrain.num_problems`` drawn for the seed, whatever the sizes of the rows' splits
+BASE_DATA = ("source", "num_operands", "max_operand", "ops", "modulus", "question_template",
+             "answer_prefix")
+
+
 def base_settings(c: ml_collections.ConfigDict) -> dict:
-  """Every setting the tiny base depends on (its problems come from the data split; the rows'
-  learning rate is not one of them)."""
-  return {"model": c.model.to_dict(), "pretrain": c.pretrain.to_dict(), "data": c.data.to_dict(),
-          "optimizer": base_optimizer(c), "seed": c.seed}
+  """Every setting the tiny base depends on (not the rows' learning rate or split sizes)."""
+  return {"model": c.model.to_dict(), "pretrain": c.pretrain.to_dict(),
+          "data": {k: c.data[k] for k in BASE_DATA}, "optimizer": base_optimizer(c),
+          "seed": c.seed}
 
 
 def pretrain_base(c, tok, problems: list[dict], cache: runcache.RunCache, mesh, rules) -> str:

@@ -130,9 +130,16 @@ def test_bad_ablation_seeds_name_the_field(seeds):
     experiment_module("kava_ablation").ablation_seeds(c)
 
 
-def test_base_key_follows_pretrain_lr_not_the_rows_lr():
+def test_base_key_follows_pretraining_not_the_rows_lr_or_split_sizes():
   exp = experiment_module("kava_ablation")
   key = lambda *o: exp.base_settings(load_config("configs/kava.py:tiny", list(o)))
-  assert key() == key("--config.optimizer.lr=1e-3")
+  assert key() == key("--config.optimizer.lr=1e-3") == key("--config.data.num_train=100",
+                                                          "--config.data.num_test=10")
+  assert key() != key("--config.data.max_operand=5")
   assert key() != key("--config.pretrain.lr=1e-3")
   assert key() != key("--config.optimizer.weight_decay=0.0")  # the base trains with it too
+  # ... which holds because the base's problems, drawn first, do not depend on the split sizes
+  from jaxvlm.data import arithmetic
+  a, _ = arithmetic.make_multistep_splits(100 + 50, 10, seed=3)
+  b, _ = arithmetic.make_multistep_splits(100 + 80, 30, seed=3)
+  assert a[:100] == b[:100]
