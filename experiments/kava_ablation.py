@@ -37,6 +37,7 @@ from jaxvlm import io, models, runcache, validate as check
 from jaxvlm.data import arithmetic, gsm8k as gsm8k_data, sft, synthetic_gsm8k_aug
 from jaxvlm.data.tokenizer import CharTokenizer
 from jaxvlm.errors import ConfigError
+from jaxvlm.eval.stats import mean_ci95
 from jaxvlm.layers import lora
 from jaxvlm.methods import kava
 from jaxvlm.models.paths import check_model_path
@@ -314,6 +315,30 @@ def seeds_table(results: dict, test: str, seeds: list[int]) -> str:
   return "\n".join(lines)
 
 
+def gaps_table(results: dict, test: str, seeds: list[int], reference: str = "nocot") -> str:
+  """Every row's accuracy minus ``reference``'s, per seed (the rows of a seed share its base and
+  data, so the gap is paired), with the mean and its 95% t-interval over seeds; a gap counts as
+  shown only where the interval excludes 0."""
+  if reference not in results:
+    return f"(no `{reference}` row: no gaps)"
+  ref = results[reference]["eval"][test]["accuracy_per_seed"]
+  head = " | ".join(f"seed {s}" for s in seeds)
+  lines = [f"| row - {results[reference]['label']} | {head} | mean | 95% interval | shown |",
+           "|---" * (len(seeds) + 4) + "|"]
+  for name, r in results.items():
+    if name == reference:
+      continue
+    acc = r["eval"][test]["accuracy_per_seed"]
+    gaps = [100 * (acc[str(s)] - ref[str(s)]) for s in seeds]
+    g = mean_ci95(gaps)
+    low, high = g["ci95"]
+    pts = lambda x: f"{round(x, 1) + 0.0:+.1f}"  # + 0.0: no "-0.0"
+    lines.append(f"| {r['label']} | " + " | ".join(map(pts, gaps)) +
+                 f" | {pts(g['mean'])} | [{pts(low)}, {pts(high)}] | "
+                 f"{'yes' if low > 0 or high < 0 else 'no'} |")
+  return "\n".join(lines)
+
+
 def report(config, results: dict, tests: dict, notes: dict, base_note: str,
            seeds: list[int]) -> str:
   """The Markdown report (``notes``: segment budgets and records over them, of the first seed)."""
@@ -357,6 +382,12 @@ Each seed draws its own data split, pretrains its own base and trains every row 
 curves seed {seeds[0]}.
 
 {seeds_table(results, first, seeds)}
+
+Gaps to No-CoT: a seed's rows share its base and data split, whose quality moves every row of
+the seed together (by more than the gaps between rows), so rows are compared by their paired
+gap per seed.
+
+{gaps_table(results, first, seeds)}
 """
   return f"""# KAVA ablation report
 

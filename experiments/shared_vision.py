@@ -25,13 +25,13 @@ import os
 import types
 
 import ml_collections
-import numpy as np
 
 from jaxvlm import frozen, io, validate as checks
 from jaxvlm.config import load_config
 from jaxvlm.data import records, synthetic_vqa, textvqa, vqa
 from jaxvlm.errors import ConfigError
 from jaxvlm.eval import vqa_answers
+from jaxvlm.eval.stats import mean_ci95
 from jaxvlm.methods import sgl
 from jaxvlm.methods.sgl import guide as guide_lib, hybrid, pipeline, runner, settings
 from jaxvlm.models.chat import load_vlm, user_turn
@@ -210,13 +210,8 @@ def data_files(c: ml_collections.ConfigDict) -> list[str]:
 
 def paired(results_a: list[dict], results_b: list[dict]) -> dict:
   """Mean per-sample accuracy difference a - b (same samples) with its paired 95% interval."""
-  from scipy import stats
   a = {r["question_id"]: r["accuracy"] for r in results_a}
-  d = np.asarray([a[r["question_id"]] - r["accuracy"] for r in results_b], np.float64)
-  n = len(d)
-  half = float(stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-  return {"mean": float(d.mean()), "ci95": [float(d.mean()) - half, float(d.mean()) + half],
-          "n": n}
+  return mean_ci95([a[r["question_id"]] - r["accuracy"] for r in results_b])
 
 
 def _results(summary: dict) -> list[dict]:

@@ -114,7 +114,22 @@ def test_seeds_merge_into_mean_std_and_a_per_seed_table():
   notes = {"lengths": {"q_len": 9}}
   text = exp.report(c, {"kava": merged}, {"held-out": [{}] * 5}, notes, "", [0, 1, 2])
   assert "## Seeds (held-out)" in text and "| KAVA | 30.0 | 34.0 |" in text
+  assert "(no `nocot` row: no gaps)" in text
   assert "## Seeds" not in exp.report(c, per_seed[0], {"held-out": []}, notes, "", [0])
+
+
+def test_gaps_to_nocot_are_paired_per_seed_with_a_t_interval():
+  exp = experiment_module("kava_ablation")
+  per_seed = {s: {"nocot": _row("No-CoT", n, 5.0, 1.0), "kava": _row("KAVA", k, 8.0, 1.0),
+                  "pccot": _row("PCCoT", p, 8.0, 1.0)}
+              for s, n, k, p in [(0, 0.20, 0.25, 0.19), (1, 0.40, 0.46, 0.42),
+                                 (2, 0.30, 0.34, 0.29)]}
+  table = exp.gaps_table(exp.merge_seeds(per_seed), "held-out", [0, 1, 2]).splitlines()
+  # KAVA gaps +5, +6, +4: mean 5, s = 1, half = t(0.975, 2) / sqrt(3) = 2.484
+  assert "| KAVA | +5.0 | +6.0 | +4.0 | +5.0 | [+2.5, +7.5] | yes |" in table
+  # PCCoT gaps -1, +2, -1: mean 0, the interval holds 0
+  assert "| PCCoT | -1.0 | +2.0 | -1.0 | +0.0 | [-4.3, +4.3] | no |" in table
+  assert not any(line.startswith("| No-CoT |") for line in table)
 
 
 @pytest.mark.parametrize("seeds, expected", [("", [0]), ("3", [3]), ("0, 1,2", [0, 1, 2])])
