@@ -56,7 +56,8 @@ SHRUNK = {"model.hf_config.hidden_size": 16, "model.hf_config.intermediate_size"
           "pretrain.num_problems": 8, "data.num_train": 8, "data.num_test": 4,
           "data.num_operands": 3, "data.max_new_tokens_answer": 3, "lora.rank": 2,
           "lora.dropout": 0.0, "train.steps": 2, "train.batch_size": 4, "train.log_every": 1,
-          "train.eval_batch_size": 4, "ablation.rows": "nocot"}
+          "train.eval_batch_size": 4, "ablation.rows": "nocot",
+          "ablation.seeds": ""}
 
 
 def _run(workdir, **changes):

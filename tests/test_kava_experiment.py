@@ -33,7 +33,7 @@ SHORT = {"model.hf_config.hidden_size": 32, "model.hf_config.intermediate_size":
          "data.max_new_tokens_cot": 16, "data.max_new_tokens_answer": 4,
          "kava.num_latents": 2, "kava.iterations": 1, "lora.rank": 4, "lora.dropout": 0.0,
          "train.steps": 2, "train.batch_size": 8, "train.log_every": 1,
-         "train.eval_batch_size": 4}
+         "train.eval_batch_size": 4, "ablation.seeds": ""}
 # One row per code path (CoT generation, No-CoT, sequential CODI, right-crop KV on raw distances,
 # R-KV with the std normalisation, dense KV, full fine-tuning); the other preset rows only
 # combine these loss terms. Half the rows, half the compile time.
