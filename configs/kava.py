@@ -4,7 +4,7 @@
 ``ablation.rows`` (``ablation.rows=""`` trains the single ``kava.method``).
 
 Presets:
-  tiny:    CPU, about an hour (3 seeds). A 2-layer LLaMA (char tokenizer) is first pretrained on
+  tiny:    CPU, 1-2 hours (3 seeds). A 2-layer LLaMA (char tokenizer) is first pretrained on
            the CoT text of multi-operand problems ``a*b+c-d`` (``jaxvlm.data.arithmetic``): the
            "pretrained LM" that LoRA adapts, cached in the run folder. Each row then fine-tunes
            it on other problems of the same kind and is scored on 1000 held-out ones; every row
@@ -15,13 +15,11 @@ Presets:
            split over 2 devices (XLA_FLAGS=--xla_force_host_platform_device_count=2) moved
            No-CoT 22.9 -> 34.1, PCCoT 26.0 -> 36.8 and KAVA 23.8 -> 37.4, while the gaps to
            No-CoT moved +3.1 -> +2.7 and +0.9 -> +3.3: every row of a seed moves with its base,
-           the gaps between rows far less. Measured (2-core CPU,
-           rows nocot,pccot,pccot_codi,kava,kava_dense, seeds 0/1/2), accuracy %: No-CoT
-           22.9/38.0/29.7, PCCoT 26.0/39.8/30.7, + CODI 26.3/40.7/29.3, KAVA 23.8/34.3/29.6,
-           KAVA dense 24.2/39.0/28.9; no latent row's gap to No-CoT has a 95% interval that
-           excludes 0 (PCCoT +2.0 [-0.7, +4.6], positive at each seed). Latent rows take 7.9
-           forward passes per question, No-CoT 3.9; CoT (99.3-99.8% in the earlier two-seed
-           run) 29.7. See docs/seeds/003_kava.md.
+           the gaps between rows far less. Measured (2-core CPU, every row, seeds 0/1/2; the
+           tables are in docs/seeds/003_kava.md): CoT 99.6% (mean), No-CoT 30.2%, latent rows
+           27.0-37.1%; CoT's gap to No-CoT (+69) is the only one whose 95% interval excludes 0
+           (CODI +6.9 [-4.3, +18.2], PCCoT +2.0 [-0.7, +4.6], KAVA -1.0 [-7.0, +5.0]). Latent
+           rows take 7.9 forward passes per question (CODI 10.9), No-CoT 3.9, CoT 29.7.
   llama1b: LLaMA-3.2-1B-Instruct on GSM8K-AUG (REFERENCES.md: M 24, T 3, alpha1 10, alpha2 1,
            lambda 0.1, SmoothL1 + layer-wise std, lr 8e-4, AdamW, cosine, wd 0.1, batch 128,
            grad clip 2, 10 epochs, LoRA r128 / alpha 32 / dropout 0.1 on q,k,v,o).
