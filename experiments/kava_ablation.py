@@ -325,6 +325,7 @@ def gaps_table(results: dict, test: str, seeds: list[int], reference: str = "noc
   head = " | ".join(f"seed {s}" for s in seeds)
   lines = [f"| row - {results[reference]['label']} | {head} | mean | 95% interval | shown |",
            "|---" * (len(seeds) + 4) + "|"]
+  pts = lambda x: f"{round(x, 1) + 0.0:+.1f}"  # + 0.0: no "-0.0"
   for name, r in results.items():
     if name == reference:
       continue
@@ -332,7 +333,6 @@ def gaps_table(results: dict, test: str, seeds: list[int], reference: str = "noc
     gaps = [100 * (acc[str(s)] - ref[str(s)]) for s in seeds]
     g = mean_ci95(gaps)
     low, high = g["ci95"]
-    pts = lambda x: f"{round(x, 1) + 0.0:+.1f}"  # + 0.0: no "-0.0"
     lines.append(f"| {r['label']} | " + " | ".join(map(pts, gaps)) +
                  f" | {pts(g['mean'])} | [{pts(low)}, {pts(high)}] | "
                  f"{'yes' if low > 0 or high < 0 else 'no'} |")
@@ -383,9 +383,8 @@ curves seed {seeds[0]}.
 
 {seeds_table(results, first, seeds)}
 
-Gaps to No-CoT: a seed's rows share its base and data split, whose quality moves every row of
-the seed together (by more than the gaps between rows), so rows are compared by their paired
-gap per seed.
+Gaps to No-CoT: a seed's rows share its base and data split, which can move every row of the
+seed together, so rows are compared by their paired gap per seed.
 
 {gaps_table(results, first, seeds)}
 """
