@@ -184,8 +184,9 @@ class TorchViT(torch.nn.Module):
     return self.mlp1(x.permute(0, 2, 1, 3).reshape(b, -1, 4 * d))
 
 
-def torch_8b(s: dict, batch: dict):
-  """The PyTorch anchor's run function (see the module docstring)."""
+def torch_models(s: dict):
+  """The PyTorch anchor's models: a ``transformers`` LLaMA-layout decoder (sdpa) and the
+  InternViT + ``mlp1`` tower, random weights at ``s``'s shapes and dtype."""
   llm = s["decoder"]
   dtype = getattr(torch, s["dtype"])
   cfg = transformers.LlamaConfig(
@@ -198,6 +199,14 @@ def torch_8b(s: dict, batch: dict):
     lm = transformers.LlamaForCausalLM._from_config(cfg, attn_implementation="sdpa",
                                                     dtype=dtype).eval()
     vit = TorchViT(s["vision"], llm["hidden_size"]).to(dtype).eval()
+  return lm, vit
+
+
+def torch_8b(s: dict, batch: dict, models=None):
+  """The PyTorch anchor's run function on ``batch`` (see the module docstring); ``models`` from
+  :func:`torch_models` (built when not given)."""
+  lm, vit = models or torch_models(s)
+  dtype = getattr(torch, s["dtype"])
   ids = torch.tensor(batch["input_ids"], device=s["device"])
   mask = torch.tensor(batch["attention_mask"], device=s["device"])
   px = torch.tensor(batch["pixel_values"], device=s["device"], dtype=dtype)
