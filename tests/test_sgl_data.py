@@ -164,6 +164,27 @@ def test_run_resumes_and_writes_files(tmp_path):
   assert sgl.compare_distributions is runner.compare_distributions
 
 
+def test_warm_batches_need_equal_visual_counts_and_program_shapes(tmp_path):
+  """A batch whose decoder ran on another number of rows (early exit) compiled anew: not warm."""
+  samples = read_textvqa(TEXTVQA, TEXTVQA_IMAGES)
+  rows, seconds = iter([4, 4, 2]), iter([9.0, 2.0, 7.0])
+
+  def batch_fn(batch, step):
+    shape, t = next(rows), next(seconds)
+    return [{"question_id": s.question_id, "question": s.question, "answers": list(s.answers),
+             "prediction": s.answer, "small_answer": "x", "large_answer": s.answer,
+             "exited": False, "confidence": 0.5, "consistency": 0.5, "score": 0.5,
+             "num_visual": 4, "num_kept": 2, "distribution": [1.0], "seconds": {"decoder": t},
+             "program_shape": shape} for s in batch]
+
+  summary = runner.run_samples("run_w", RunCache(str(tmp_path)), {}, samples, batch_fn,
+                               batch_size=1, num_visual=lambda s: 4)
+  results = json.loads(open(os.path.join(summary["folder"], "results.json")).read())
+  assert [r["warm"] for r in results] == [False, True, False]
+  assert summary["warm_samples"] == 1 and summary["warm_seconds_per_sample"] == {"decoder": 2.0}
+  assert summary["seconds_per_sample"] == {"decoder": 6.0}
+
+
 def test_compare_stats_equals_compare_distributions(tmp_path):
   rng = np.random.default_rng()
   p, q = rng.random((6, 16)), rng.random((6, 16))

@@ -278,7 +278,7 @@ def guided_batch(guide, decoder, guide_prompter, decoder_prompter, samples: Sequ
   rest = [i for i, e in enumerate(exits) if not e]
   counts = g["counts"]
   keep_count = kept_counts(counts, settings.prune_ratio)
-  large = [""] * len(samples)
+  large, rows = [""] * len(samples), []
   if rest:
     rows = rest + [rest[-1]] * (_bucket(len(rest), len(samples)) - len(rest))
     batch = decoder_prompter.batch([samples[i] for i in rows], [texts[i] for i in rows])
@@ -307,7 +307,7 @@ def guided_batch(guide, decoder, guide_prompter, decoder_prompter, samples: Sequ
            "prediction": g_answers[i] if exits[i] else large[i], "exited": exits[i],
            "confidence": float(g["confidence"][i]), "consistency": float(g["consistency"][i]),
            "score": float(g["score"][i]), "num_visual": int(counts[i]),
-           "num_kept": int(keep_count[i]), "seconds": share,
+           "num_kept": int(keep_count[i]), "seconds": share, "program_shape": len(rows),
            "distribution": importance[i, :counts[i]].tolist()}
           for i, s in enumerate(samples)]
 

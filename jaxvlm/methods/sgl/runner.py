@@ -47,9 +47,8 @@ def _load_parts(parts: str) -> dict[int, dict]:
 
 
 def _stage_seconds(results: list[dict]) -> dict:
-  """Seconds per stage: totals, means per sample, and means over the warm batches only (a batch
-  whose visual-token counts an earlier batch of the same run in the same process had: its
-  programs were compiled)."""
+  """Seconds per stage: totals, means per sample, and means over the warm batches only (see
+  :func:`run_samples`)."""
   stages = sorted({k for r in results for k in r.get("seconds", {})})
   total = lambda rows: {k: float(sum(r.get("seconds", {}).get(k, 0.0) for r in rows))
                         for k in stages}
@@ -70,7 +69,9 @@ def run_samples(name: str, cache: RunCache, settings: Mapping, samples: Sequence
   ``(name, settings, files)`` and writes the run's files; returns the summary. Batches are padded
   to ``batch_size`` with copies (one compilation serves all); ``step`` is the first question id
   of the batch (seeds the random selection). Runs of equal ``name`` and settings share their
-  folder (and results)."""
+  folder (and results). A batch is warm (its programs were compiled) when an earlier batch of the
+  same call had its visual-token counts and its records' ``program_shape`` (what else shaped its
+  programs, such as the decoder's rows left after early exit)."""
   folder = cache.entry(name, settings, files)
   parts = os.path.join(folder, "parts")
   done = _load_parts(parts)
@@ -83,6 +84,7 @@ def run_samples(name: str, cache: RunCache, settings: Mapping, samples: Sequence
     step = int(chunk[0].question_id)
     shape = tuple(num_visual(s) for s in chunk)
     records = batch_fn(chunk, step=step)[:real]
+    shape += (records[0].get("program_shape"),)
     records = [r | {"warm": shape in seen} for r in records]
     seen.add(shape)
     io.write_json(os.path.join(parts, f"{step:012d}.json"), records)
