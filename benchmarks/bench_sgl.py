@@ -225,8 +225,15 @@ def main(argv: list[str] | None = None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--tiny", action="store_true", help="CPU smoke run with tiny shapes")
   parser.add_argument("--profile", help="trace one keep-0.4 pipeline run into this folder")
+  parser.add_argument("--tiles", type=int, help="tiles per image (default 2; the real preset's "
+                      "4:3 TextVQA photos take 7: six tiles + thumbnail)")
+  parser.add_argument("--new", type=int, help="new tokens (default 16; the real preset: 10)")
+  parser.add_argument("--attention", choices=("cudnn", "auto", "xla"),
+                      help="our attention implementation (default cudnn on GPU)")
   args = parser.parse_args(argv)
   s = TINY if args.tiny else FULL
+  s = dict(s, **{k: v for k, v in (("tiles", args.tiles), ("new", args.new),
+                                   ("attention", args.attention)) if v is not None})
   rng = np.random.default_rng(0)
   probe = internvl_chat(s["vision"], s["decoder"], s["image"])
   tokens = models.config_from_hf(probe).tokens_per_image * s["tiles"]
@@ -250,7 +257,7 @@ def main(argv: list[str] | None = None) -> dict:
   info["pytorch_8b_ms_before_after"] = [1e3 * a for a in anchors]
   anchor = min(anchors)
   case = (f"B={s['batch']}, {s['tiles']} tiles ({info['visual_tokens']} visual tokens) + "
-          f"{s['text']} text tokens, {s['new']} new")
+          f"{s['text']} text tokens, {s['new']} new, {s['attention']} attention")
   rows = [dict(run=k, case=case, ms_per_batch=t * 1e3, pytorch_8b_ms=anchor * 1e3,
                speedup=anchor / t) for k, t in times.items()]
   rows.append(dict(run="PyTorch 8B alone, keep 1.0", case=case, ms_per_batch=anchor * 1e3,

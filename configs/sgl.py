@@ -37,6 +37,8 @@ consistency_token_ratio 0.05, early exit off = 0.0, min_new_tokens 1) and the pr
   hint_prompt         "{question} Hint: {hint}"            (guide_text_mode=short_rationale)
   cot_prompt          "{question} Let's think step by step."   (reasoning_mode prompt / two_pass)
   two_pass_prompt     "{question} Reasoning: {rationale} Answer:"
+``attention_impl`` (folders loaded by path): xla | auto (cuDNN fused attention where the GPU and
+shapes allow; the real preset) | cudnn | pallas.
 ``shared_vision``: auto (shared when the towers are equal, compared on the weights) | force (the
 decoder reads the guide tower's features; a warning is logged when the towers differ) | off.
 ``runs`` picks the tables: hybrid reasoning modes, shared-vision guide modes (at sgl.prune_ratio),
@@ -76,6 +78,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.seed = 0
   c.trust_remote_code = False  # run a checkpoint folder's own tokenizer code (InternLM2 ones)
   c.shared_vision = "auto"
+  c.attention_impl = "xla"  # of folders loaded by path; "auto": cuDNN where the GPU takes it
   c.decoder = ml_collections.ConfigDict(dict(
       path="", hf_config=_lm(128, 3), steps=1800, lr=1e-3, batch_size=32,
       drop_keep_ratios="1.0,0.4,0.09"))  # visual-token dropout in training ("" = none)
@@ -100,6 +103,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     return c
   if preset == "internvl2_2b_8b":
     c.trust_remote_code = True  # InternVL2-2B / 8B tokenizers are tokenization_internlm2.py
+    c.attention_impl = "auto"
     c.decoder.path = "/path/to/InternVL2-8B"
     c.guide.path = "/path/to/InternVL2-2B"
     c.hybrid.update(vision_path="/path/to/InternVL2-2B", lm_path="/path/to/InternVL2-1B")

@@ -32,6 +32,7 @@ from jaxvlm.data import records, synthetic_vqa, textvqa, vqa
 from jaxvlm.errors import ConfigError
 from jaxvlm.eval import vqa_answers
 from jaxvlm.eval.stats import mean_ci95
+from jaxvlm.layers import attention
 from jaxvlm.methods import sgl
 from jaxvlm.methods.sgl import guide as guide_lib, hybrid, pipeline, runner, settings
 from jaxvlm.models.chat import load_vlm, user_turn
@@ -58,6 +59,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   """Checks the whole config before any work; errors name the full key."""
   checks.choice(c, "data.source", SOURCES)
   checks.choice(c, "shared_vision", ("auto", "force", "off"))
+  checks.choice(c, "attention_impl", attention.IMPLEMENTATIONS)
   for key in SOURCE_FIELDS[c.data.source]:
     if not c.data[key]:
       raise ConfigError(f"data.{key}", c.data[key], f"a path (data.source={c.data.source!r})")
@@ -149,7 +151,8 @@ def tiny_models(c: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def real_models(c: ml_collections.ConfigDict, workdir: str) -> dict:
   """(model, processor, folder) of the guide, decoder and (if configured) hybrid folders."""
-  load = functools.partial(load_vlm, trust_remote_code=c.trust_remote_code, dtype="bfloat16")
+  load = functools.partial(load_vlm, trust_remote_code=c.trust_remote_code, dtype="bfloat16",
+                           attention_impl=c.attention_impl)
   out = {role: (*load(c[role].path), c[role].path) for role in ("guide", "decoder")}
   if c.hybrid.vision_path:
     folder = os.path.join(workdir, "hybrid_hf")
@@ -235,7 +238,8 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
   cache = RunCache(os.path.join(workdir, "runs"))
   common = {"data": data_key(c, samples), "batch_size": c.runs.batch_size,
             "models": {"guide": os.path.abspath(gfolder), "decoder": os.path.abspath(dfolder)},
-            "shared_vision": {"mode": c.shared_vision, "shared": shared}}
+            "shared_vision": {"mode": c.shared_vision, "shared": shared},
+            "attention_impl": c.attention_impl}
   files = [gfolder, dfolder] + data_files(c)
   run = functools.partial(runner.run_samples, cache=cache, samples=samples,
                           batch_size=c.runs.batch_size, num_visual=gp.num_visual)
@@ -257,7 +261,8 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
       s = dataclasses.replace(base, reasoning_mode=mode)
       fn = lambda batch, step, s=s: pipeline.single_model_batch(hyb, hp, batch, s)
       key = {"data": common["data"], "batch_size": c.runs.batch_size,
-             "model": os.path.abspath(hfolder), "sgl": dataclasses.asdict(s)}
+             "model": os.path.abspath(hfolder), "sgl": dataclasses.asdict(s),
+             "attention_impl": c.attention_impl}
       with frozen.freeze(hyb):
         metrics["hybrid"][mode] = run("hybrid", settings=key, batch_fn=fn,
                                       files=[hfolder] + data_files(c)) | {"name": f"hybrid_{mode}"}

@@ -19,6 +19,7 @@ EXP = experiment_module("shared_vision")
 
 @pytest.mark.parametrize("key, value", [
     ("data.max_num", 0), ("data.source", "coco"), ("shared_vision", "always"),
+    ("attention_impl", "flash"),
     ("sgl.prune_ratio", 0.0), ("sgl.prune_layer", 1.0), ("sgl.consistency_token_ratio", 1.5),
     ("sgl.selection", "top"), ("runs.keeps", "0.4,1.2"), ("runs.selections", "guide,best"),
     ("runs.guide_modes", "baseline,long_cot"), ("runs.batch_size", 0),
