@@ -45,6 +45,10 @@ def test_prompt_ids_equal_remote_chat(processor, size, tiles):
   assert got == want and want[0] == tok.bos_token_id  # BOS as chat's tokenizer call adds it
   assert prompter.num_tiles(sample) == tiles == batch["num_patches"][0]
   assert prompter.eos_token_id == tok.convert_tokens_to_ids("<|im_end|>")
+  counted = prompter.batch([sample], [text], pixels=False)  # shared vision: no pixels to cut
+  assert "pixel_values" not in counted and batch["pixel_values"].shape[0] == tiles
+  for key in ("input_ids", "attention_mask", "num_patches", "visual_tokens"):
+    np.testing.assert_array_equal(counted[key], batch[key])
 
 
 def test_tile_count_below_one_is_refused(processor):

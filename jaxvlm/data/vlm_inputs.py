@@ -28,7 +28,7 @@ micro-batches (every row with the same number and sizes of images, as synthetic 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -134,18 +134,20 @@ def _pieces(processor, messages: list[dict], answer: str | None, add_generation_
   return [(prompt, False), (_end_of_turn(_tokenizer(processor), full[len(prompt):]), True)]
 
 
-def _encode_piece(processor, text: str, images: list, first: bool) -> dict[str, np.ndarray]:
+def _encode_piece(processor, text: str, images: list, first: bool,
+                  processor_kwargs: Mapping) -> dict[str, np.ndarray]:
   tok = _tokenizer(processor)
   add_special = first and not (tok.bos_token and text.startswith(tok.bos_token))
   kwargs = dict(text=[text], return_tensors="np", add_special_tokens=add_special)
   if images:
-    return dict(processor(images=images, **kwargs))
+    return dict(processor(images=images, **kwargs, **processor_kwargs))
   if processor is tok:
     return dict(tok(**kwargs))
   return dict(tok(text=[text], return_tensors="np", add_special_tokens=add_special))
 
 
-def _encode_row(processor, conversation, answer, add_generation_prompt: bool, row: int) -> dict:
+def _encode_row(processor, conversation, answer, add_generation_prompt: bool, row: int,
+                processor_kwargs: Mapping) -> dict:
   messages, images = _split_images(conversation, row)
   slots = 0
   pieces = _pieces(processor, messages, answer, add_generation_prompt)
@@ -157,7 +159,7 @@ def _encode_row(processor, conversation, answer, add_generation_prompt: bool, ro
   ids, loss, visual, taken = [], [], {}, 0
   for p, (text, is_answer) in enumerate(pieces):
     n = text.count(_placeholder(processor)) if images else 0
-    enc = _encode_piece(processor, text, images[taken:taken + n], p == 0)
+    enc = _encode_piece(processor, text, images[taken:taken + n], p == 0, processor_kwargs)
     taken += n
     piece_ids = enc.pop("input_ids")[0].astype(np.int64)
     enc.pop("attention_mask", None)
@@ -196,19 +198,22 @@ def _visual_tokens(rows: list[dict]) -> np.ndarray:
 
 def encode(processor, conversations: Sequence[Sequence[dict]], *,
            answers: Sequence[str] | None = None, add_generation_prompt: bool = True,
-           pad_to_multiple: int = 1) -> dict[str, np.ndarray]:
+           pad_to_multiple: int = 1,
+           processor_kwargs: Mapping | None = None) -> dict[str, np.ndarray]:
   """One left-padded batch of ``conversations`` through ``processor`` (module docstring).
 
   ``answers[i]`` is row ``i``'s assistant turn (training, scoring): it is appended after the
   generation prompt and ``loss_mask`` marks it. ``pad_to_multiple`` rounds the length up (one
-  compilation for batches of similar lengths).
+  compilation for batches of similar lengths). ``processor_kwargs`` go to the processor's calls
+  on text with images (InternVL2's ``pixels=False``: the prompt ids without the pixels).
   """
   if answers is not None and len(answers) != len(conversations):
     raise ShapeError("answers", len(answers), f"{len(conversations)} (one per conversation)")
   if not conversations:
     raise ShapeError("conversations", 0, "at least one conversation")
   rows = [_encode_row(processor, c, None if answers is None else answers[i],
-                      add_generation_prompt, i) for i, c in enumerate(conversations)]
+                      add_generation_prompt, i, processor_kwargs or {})
+          for i, c in enumerate(conversations)]
   length = max(len(r["ids"]) for r in rows)
   length = -(-length // pad_to_multiple) * pad_to_multiple
   tok = _tokenizer(processor)

@@ -281,7 +281,8 @@ def guided_batch(guide, decoder, guide_prompter, decoder_prompter, samples: Sequ
   large, rows = [""] * len(samples), []
   if rest:
     rows = rest + [rest[-1]] * (_bucket(len(rest), len(samples)) - len(rest))
-    batch = decoder_prompter.batch([samples[i] for i in rows], [texts[i] for i in rows])
+    batch = decoder_prompter.batch([samples[i] for i in rows], [texts[i] for i in rows],
+                                   pixels=not shared)  # shared: the guide's features serve
     own = ((batch["input_ids"] == decoder_prompter.image_token_id)
            & (batch["attention_mask"] > 0)).sum(1)
     if not np.array_equal(own, counts[rows]):

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from jaxvlm.data import images as image_lib, vlm_inputs
+from jaxvlm.data import vlm_inputs
 from jaxvlm.errors import ConfigError
 from jaxvlm.eval.vqa_answers import image_of
 from jaxvlm.models.chat import user_turn
@@ -48,15 +48,7 @@ class Prompter:
 
   def num_tiles(self, sample: Any) -> int:
     """Tiles of the sample's image (its size decides the grid, as ``dynamic_preprocess``)."""
-    p = self.processor.image_processor
-    image = image_of(sample)
-    if isinstance(image, np.ndarray):
-      height, width = image.shape[:2]
-    else:
-      width, height = image_lib.load_image(image).size
-    cols, rows = image_lib.closest_aspect_ratio(
-        width, height, image_lib.target_ratios(p.min_num, p.max_num), p.image_size)
-    return cols * rows + int(p.use_thumbnail and cols * rows > 1)
+    return self.processor.image_processor.num_tiles(image_of(sample))
 
   def num_visual(self, sample: Any) -> int:
     return self.num_tiles(sample) * self.processor.tokens_per_tile
@@ -64,13 +56,16 @@ class Prompter:
   def conversation(self, sample: Any, text: str) -> list[dict]:
     return user_turn([image_of(sample)], text)
 
-  def batch(self, samples: Sequence[Any], texts: Sequence[str]) -> dict[str, np.ndarray]:
+  def batch(self, samples: Sequence[Any], texts: Sequence[str],
+            pixels: bool = True) -> dict[str, np.ndarray]:
     """:func:`~jaxvlm.data.vlm_inputs.encode` of one user turn per sample (its image, then its
-    text): ``input_ids``, ``attention_mask``, ``pixel_values [tiles, 3, S, S]``,
-    ``num_patches [B]``, ``visual_tokens [B]``."""
+    text): ``input_ids``, ``attention_mask``, ``pixel_values [tiles, 3, S, S]`` (not with
+    ``pixels=False``: the tiles are counted, not cut), ``num_patches [B]``,
+    ``visual_tokens [B]``."""
     return vlm_inputs.encode(self.processor, [self.conversation(s, t)
                                               for s, t in zip(samples, texts)],
-                             pad_to_multiple=self.multiple)
+                             pad_to_multiple=self.multiple,
+                             processor_kwargs=None if pixels else {"pixels": False})
 
   def decode(self, ids) -> str:
     """Generated ids up to the separator, decoded without special tokens."""

@@ -44,11 +44,31 @@ class InternVL2ImageProcessor:
       raise ConfigError("max_num", (self.min_num, self.max_num),
                         "1 <= min_num <= max_num tiles per image")
 
-  def __call__(self, images: Sequence, max_num: int | None = None) -> dict[str, np.ndarray]:
-    """``pixel_values [tiles, 3, S, S]`` of all images in order and ``num_patches`` per image."""
+  def num_tiles(self, image, max_num: int | None = None) -> int:
+    """Tiles of one image (a path, PIL image or ``[H, W, 3]`` array): its size picks the grid, as
+    ``dynamic_preprocess``; the thumbnail counts when there are several tiles."""
+    if isinstance(image, np.ndarray):
+      height, width = image.shape[:2]
+    else:
+      width, height = image_lib.load_image(image).size
+    cols, rows = image_lib.closest_aspect_ratio(
+        width, height, image_lib.target_ratios(self.min_num, self._max_num(max_num)),
+        self.image_size)
+    return cols * rows + int(self.use_thumbnail and cols * rows > 1)
+
+  def _max_num(self, max_num: int | None) -> int:
     max_num = self.max_num if max_num is None else max_num
     if max_num < 1:
       raise ConfigError("max_num", max_num, "an int >= 1 (tiles per image)")
+    return max_num
+
+  def __call__(self, images: Sequence, max_num: int | None = None,
+               pixels: bool = True) -> dict[str, np.ndarray]:
+    """``pixel_values [tiles, 3, S, S]`` of all images in order and ``num_patches`` per image
+    (``pixels=False``: ``num_patches`` alone, from the images' sizes)."""
+    max_num = self._max_num(max_num)
+    if not pixels:
+      return {"num_patches": np.asarray([self.num_tiles(im, max_num) for im in images], np.int64)}
     tiles = [image_lib.dynamic_tiles(image_lib.load_image(im), min_num=self.min_num,
                                      max_num=max_num, image_size=self.image_size,
                                      use_thumbnail=self.use_thumbnail) for im in images]
@@ -107,16 +127,18 @@ class InternVL2Processor:
     return image_lib.internvl2_image_prompt(num_tiles, self.tokens_per_tile)
 
   def __call__(self, text=None, images=None, *, return_tensors: str = "np",
-               max_num: int | None = None, **tokenizer_kwargs) -> dict[str, np.ndarray]:
+               max_num: int | None = None, pixels: bool = True,
+               **tokenizer_kwargs) -> dict[str, np.ndarray]:
     """Tokenized ``text`` (str or list) with its ``<image>`` placeholders expanded, in order,
-    for ``images``; ``pixel_values [tiles, 3, S, S]`` and ``num_patches [images]``."""
+    for ``images``; ``pixel_values [tiles, 3, S, S]`` (not with ``pixels=False``) and
+    ``num_patches [images]``."""
     texts = [text] if isinstance(text, str) else list(text or [])
     images = list(images or [])
     slots = sum(t.count(IMAGE_PLACEHOLDER) for t in texts)
     if slots != len(images):
       raise ShapeError("images", len(images), f"{slots} (the {IMAGE_PLACEHOLDER} placeholders "
                        "of the text)")
-    visual = self.image_processor(images, max_num=max_num)
+    visual = self.image_processor(images, max_num=max_num, pixels=pixels)
     counts = iter(visual["num_patches"].tolist())
     expanded = []
     for t in texts:
