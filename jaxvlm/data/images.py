@@ -70,11 +70,17 @@ def closest_aspect_ratio(width: int, height: int, ratios: list[tuple[int, int]],
   return best
 
 
+def tile_grid(width: int, height: int, *, min_num: int, max_num: int,
+              image_size: int) -> tuple[int, int]:
+  """(cols, rows) of the InternVL2 tiling of a ``width`` x ``height`` image."""
+  return closest_aspect_ratio(width, height, target_ratios(min_num, max_num), image_size)
+
+
 def dynamic_tiles(image, *, min_num: int = 1, max_num: int = 12, image_size: int = 448,
                   use_thumbnail: bool = True) -> list:
   """InternVL2 tiles of a PIL image (row-major), plus the thumbnail when there are several."""
   width, height = image.size
-  cols, rows = closest_aspect_ratio(width, height, target_ratios(min_num, max_num), image_size)
+  cols, rows = tile_grid(width, height, min_num=min_num, max_num=max_num, image_size=image_size)
   resized = image.resize((cols * image_size, rows * image_size))
   tiles = [resized.crop((c * image_size, r * image_size, (c + 1) * image_size,
                          (r + 1) * image_size)) for r in range(rows) for c in range(cols)]

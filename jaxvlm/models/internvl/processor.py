@@ -51,9 +51,8 @@ class InternVL2ImageProcessor:
       height, width = image.shape[:2]
     else:
       width, height = image_lib.load_image(image).size
-    cols, rows = image_lib.closest_aspect_ratio(
-        width, height, image_lib.target_ratios(self.min_num, self._max_num(max_num)),
-        self.image_size)
+    cols, rows = image_lib.tile_grid(width, height, min_num=self.min_num,
+                                     max_num=self._max_num(max_num), image_size=self.image_size)
     return cols * rows + int(self.use_thumbnail and cols * rows > 1)
 
   def _max_num(self, max_num: int | None) -> int:
